@@ -1,0 +1,44 @@
+"""muscat's library API: everything the CLI does, callable from Python.
+
+    import catalog
+    settings = catalog.load_settings(db="music.duckdb")
+    db = catalog.Database(settings.db_path)
+    report = catalog.scan(db, ["~/Music"], settings)
+    print(catalog.status(db))
+    columns, rows = catalog.query(db, "SELECT * FROM library LIMIT 5")
+
+Submodules are imported on first use so that `muscat status` stays fast and never loads the
+heavy parts (torch, essentia) it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Database": "catalog.database",
+    "load_settings": "catalog.config",
+    "Settings": "catalog.config",
+    "MuscatError": "catalog.errors",
+    "ConfigError": "catalog.errors",
+    "DatabaseError": "catalog.errors",
+    "CatalogLocked": "catalog.errors",
+    "ReadOnlyViolation": "catalog.errors",
+    "QueryError": "catalog.errors",
+    "scan": "catalog.scanner",
+    "ScanReport": "catalog.scanner",
+    "status": "catalog.status",
+    "query": "catalog.query",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'catalog' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

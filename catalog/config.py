@@ -1,0 +1,115 @@
+"""Where the catalogue lives and what `muscat.toml` says.
+
+Resolution order (contract): the database is `--db`, else `$MUSCAT_DB`, else
+`./muscat.duckdb`; the configuration is `--config`, else `$MUSCAT_CONFIG`, else `muscat.toml`
+beside the database when that file exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_DB = "muscat.duckdb"
+DEFAULT_AUDIO_EXTENSIONS = (
+    "wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "aif", "aiff", "wma", "alac",
+)
+
+
+@dataclass
+class Settings:
+    db_path: Path
+    config_path: Path | None = None
+    artifacts_dir: Path = Path("muscat-artifacts")
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    audio_extensions: tuple[str, ...] = DEFAULT_AUDIO_EXTENSIONS
+    # Seconds a command waits for a catalogue held by another process before giving up.
+    lock_timeout: float = 60.0
+    # `[extractors.NAME]` tables, validated against the extractors' declared parameters.
+    extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Top-level keys of muscat.toml, with the type each must have.
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "artifacts_dir": str,
+    "workers": int,
+    "audio_extensions": list,
+    "lock_timeout": (int, float),
+    "extractors": dict,
+}
+
+
+def resolve_db_path(db: str | os.PathLike[str] | None) -> Path:
+    chosen = db if db is not None else os.environ.get("MUSCAT_DB") or DEFAULT_DB
+    return Path(chosen).expanduser().absolute()
+
+
+def resolve_config_path(config: str | os.PathLike[str] | None, db_path: Path) -> Path | None:
+    chosen = config if config is not None else os.environ.get("MUSCAT_CONFIG")
+    if chosen:
+        path = Path(chosen).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+        return path
+    beside = db_path.parent / "muscat.toml"
+    return beside if beside.is_file() else None
+
+
+def load_settings(db: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = None) -> Settings:
+    db_path = resolve_db_path(db)
+    config_path = resolve_config_path(config, db_path)
+    settings = Settings(db_path=db_path, config_path=config_path)
+    if config_path is not None:
+        _apply(settings, _read_toml(config_path), config_path)
+    if not settings.artifacts_dir.is_absolute():
+        settings.artifacts_dir = db_path.parent / settings.artifacts_dir
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
+    for key, value in data.items():
+        expected = _KEYS.get(key)
+        if expected is None:
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {known})")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"{path}: '{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+    if "artifacts_dir" in data:
+        settings.artifacts_dir = Path(data["artifacts_dir"]).expanduser()
+    if "workers" in data:
+        if data["workers"] < 1:
+            raise ConfigError(f"{path}: 'workers' must be at least 1")
+        settings.workers = data["workers"]
+    if "audio_extensions" in data:
+        exts = data["audio_extensions"]
+        if not exts or not all(isinstance(e, str) and e.strip(".") for e in exts):
+            raise ConfigError(f"{path}: 'audio_extensions' must be a non-empty list of extensions such as \"flac\"")
+        settings.audio_extensions = tuple(e.lower().lstrip(".") for e in exts)
+    if "lock_timeout" in data:
+        settings.lock_timeout = float(data["lock_timeout"])
+    for name, table in data.get("extractors", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'extractors.{name}' must be a table ([extractors.{name}])")
+        settings.extractors[name] = table
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    if isinstance(expected, tuple):
+        return " or ".join(names[t] for t in expected)
+    return names[expected]

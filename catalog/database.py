@@ -1,0 +1,154 @@
+"""The catalogue file: one writer that holds it only per batch, readers that wait their turn.
+
+DuckDB lets one process hold a database file read-write, and while it does, no other process
+can open it at all. So a writer attaches the file to an in-memory DuckDB instance for one short
+transaction and detaches it afterwards (attach costs about a millisecond; detach checkpoints),
+and readers open the file read-only, retrying while a writer holds it.
+
+duckdb is imported on first use, not at import time: `muscat scan` forks its folder walker
+before paying for that import (see catalog/walker.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from .errors import CatalogLocked, DatabaseError
+
+if TYPE_CHECKING:
+    import duckdb
+
+ALIAS = "catalogue"
+# Files created by muscat stay readable by DuckDB 1.5 clients (the `duckdb` CLI on PyPI).
+STORAGE_VERSION = "v1.5.0"
+# How long a waiting command stays silent before it says why it waits.
+QUIET_WAIT_S = 1.0
+
+
+def _lock_holder(message: str) -> str | None:
+    """The 'held in PROGRAM (PID n)' part of DuckDB's lock error, if it is one."""
+    if "Could not set lock" not in message and "Conflicting lock" not in message:
+        return None
+    match = re.search(r"held in (.*?\(PID \d+\))", message)
+    return match.group(1) if match else "another process"
+
+
+class Database:
+    """A muscat catalogue file. Cheap to create; nothing is opened until used."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        lock_timeout: float = 60.0,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.lock_timeout = lock_timeout
+        self.notify = notify or (lambda message: None)
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        self._migrated = False
+
+    # -- writing -------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write batch: the file attached, a transaction open, committed on success."""
+        con = self._attach()
+        try:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+        finally:
+            self._detach(con)
+
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        if self._memory is None:
+            self._memory = duckdb.connect(":memory:")
+            self._memory.execute("SET enable_progress_bar = false")
+        con = self._memory
+        exists = self.path.exists()
+        option = "" if exists else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
+        quoted = str(self.path).replace("'", "''")
+        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"))
+        con.execute(f"USE {ALIAS}")
+        if not self._migrated:
+            from . import migrations
+
+            try:
+                migrations.upgrade(self, con)
+            except BaseException:
+                self._detach(con)
+                raise
+            self._migrated = True
+        return con
+
+    def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("USE memory")
+        con.execute(f"DETACH {ALIAS}")
+
+    def reattach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Detach and attach again on the same connection (used to copy the file safely)."""
+        self._detach(con)
+        quoted = str(self.path).replace("'", "''")
+        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}"))
+        con.execute(f"USE {ALIAS}")
+
+    # -- reading -------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the catalogue, waiting while a writer holds the file."""
+        import duckdb
+
+        from . import migrations
+
+        if not self.path.exists() or not self._migrated:
+            # Create the catalogue on first use, and bring an older one up to date.
+            if not self.path.exists() or migrations.needs_upgrade(self):
+                with self.write():
+                    pass
+        con = self._retry_while_locked(lambda: duckdb.connect(str(self.path), read_only=True))
+        try:
+            con.execute("SET enable_progress_bar = false")
+            yield con
+        finally:
+            con.close()
+
+    # -- waiting on other processes --------------------------------------------------------
+
+    def _retry_while_locked(self, action):  # type: ignore[no-untyped-def]
+        import duckdb
+
+        started = time.monotonic()
+        told = False
+        delay = 0.01
+        while True:
+            try:
+                return action()
+            except duckdb.IOException as exc:
+                holder = _lock_holder(str(exc))
+                if holder is None:
+                    raise DatabaseError(f"cannot open the catalogue {self.path}: {exc}") from None
+                waited = time.monotonic() - started
+                if waited >= self.lock_timeout:
+                    raise CatalogLocked(
+                        f"the catalogue {self.path} is held by {holder}; gave up after "
+                        f"{waited:.0f} s (set lock_timeout in muscat.toml to wait longer)"
+                    ) from None
+                if not told and waited >= QUIET_WAIT_S:
+                    self.notify(f"waiting for the catalogue {self.path}: it is held by {holder}")
+                    told = True
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except duckdb.Error as exc:
+                raise DatabaseError(f"cannot open the catalogue {self.path}: {exc}") from None

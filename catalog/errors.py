@@ -1,0 +1,27 @@
+"""Errors muscat reports to users. Each maps to an exit status of the CLI."""
+
+
+class MuscatError(Exception):
+    """A problem the user can act on: the CLI prints the message, no traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(MuscatError):
+    """A configuration file or option that is wrong (names the file and key)."""
+
+
+class DatabaseError(MuscatError):
+    """The catalogue cannot be opened or used as asked."""
+
+
+class CatalogLocked(DatabaseError):
+    """Another process held the catalogue for longer than we were willing to wait."""
+
+
+class ReadOnlyViolation(MuscatError):
+    """A statement given to `muscat sql` would change something."""
+
+
+class QueryError(MuscatError):
+    """SQL given to `muscat sql` that DuckDB cannot run."""

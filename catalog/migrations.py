@@ -1,0 +1,102 @@
+"""Forward migrations of the catalogue schema, and (re)installing its views.
+
+Migrations are the numbered SQL files in schema/migrations/, applied in order inside one
+transaction each, recorded in `schema_version`. Before an existing catalogue is migrated, a copy
+of it is kept beside it (`<name>.duckdb.bak-v<old version>`). A catalogue written by a newer
+muscat is refused, untouched. Views (schema/views/*.sql, applied in file-name order) are
+re-created whenever their text changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DatabaseError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .database import Database
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+MIGRATIONS = sorted((SCHEMA_DIR / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
+VIEWS = sorted((SCHEMA_DIR / "views").glob("*.sql"))
+LATEST = len(MIGRATIONS)
+
+
+def _version(con: duckdb.DuckDBPyConnection) -> int:
+    has_table = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not has_table:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def _views_digest() -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for path in VIEWS:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _refuse_newer(db: Database, version: int) -> None:
+    if version > LATEST:
+        raise DatabaseError(
+            f"the catalogue {db.path} has schema version {version}, newer than this muscat "
+            f"understands ({LATEST}): upgrade muscat to use it (the file was not changed)"
+        )
+
+
+def needs_upgrade(db: Database) -> bool:
+    """Whether the file's schema is older than this muscat's (checked read-only)."""
+    import duckdb
+
+    con = db._retry_while_locked(lambda: duckdb.connect(str(db.path), read_only=True))
+    try:
+        version = _version(con)
+        _refuse_newer(db, version)
+        if version < LATEST:
+            return True
+        stored = con.execute("SELECT value FROM catalog_meta WHERE key = 'views_digest'").fetchone()
+        return stored is None or stored[0] != _views_digest()
+    finally:
+        con.close()
+
+
+def upgrade(db: Database, con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the attached catalogue up to date. `con` has it attached and in use."""
+    from . import __version__
+
+    version = _version(con)
+    _refuse_newer(db, version)
+    if 0 < version < LATEST:
+        backup = db.path.with_name(f"{db.path.name}.bak-v{version}")
+        db.reattach(con)  # detaching checkpoints, so the file alone is a complete copy
+        shutil.copyfile(db.path, backup)
+    for number in range(version + 1, LATEST + 1):
+        con.begin()
+        try:
+            con.execute(MIGRATIONS[number - 1].read_text())
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)",
+                [number, datetime.now(timezone.utc).replace(tzinfo=None), __version__],
+            )
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
+    digest = _views_digest()
+    stored = con.execute("SELECT value FROM catalog_meta WHERE key = 'views_digest'").fetchone()
+    if stored is None or stored[0] != digest:
+        con.begin()
+        for path in VIEWS:
+            con.execute(path.read_text())
+        con.execute("DELETE FROM catalog_meta WHERE key = 'views_digest'")
+        con.execute("INSERT INTO catalog_meta VALUES ('views_digest', ?)", [digest])
+        con.commit()

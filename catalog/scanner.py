@@ -1,0 +1,452 @@
+"""Reconciling library roots with the catalogue: `muscat scan`.
+
+A scan walks each root (catalog/walker.py), then in one write batch compares what it found
+with the catalogue:
+
+1. Folders whose listing fingerprint is unchanged are done: a rescan of an unchanged library
+   reads no file contents and handles no per-file rows.
+2. In changed folders, each file is unchanged, changed (size, mtime or inode differ),
+   new, or gone.
+3. A new file may be a gone (or earlier missing) file under another name: matched first by
+   `dev, inode, size, mtime_ns`, then by size plus a hash of its first and last MiB, computed
+   only for new files whose size matches a candidate with a known hash. A moved file keeps its
+   row, and so its audio and features.
+4. Remaining new files are added; remaining gone files are marked missing, never deleted.
+
+A root that is absent, unreadable or suddenly empty is reported as offline and left alone:
+its files are not marked missing. Folders that cannot be read are reported, and the files
+below them keep their state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from . import walker
+from .config import Settings
+from .identity import head_tail_hash
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .database import Database
+
+
+@dataclass
+class ScanReport:
+    added: int = 0
+    changed: int = 0
+    moved: int = 0
+    missing: int = 0
+    unchanged: int = 0
+    # (absolute path, reason) for everything the scan could not handle.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    # (root, reason) for roots left alone because they look offline.
+    offline: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return len(self.problems) + len(self.offline)
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "moved": self.moved,
+            "missing": self.missing,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+        }
+
+
+def normalise_root(path: str | os.PathLike[str]) -> str:
+    """Absolute, without `..` or a trailing slash; symlinks are kept as the user named them."""
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def scan(
+    db: Database,
+    paths: Iterable[str | os.PathLike[str]],
+    settings: Settings,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them."""
+    roots = list(dict.fromkeys(normalise_root(p) for p in paths))
+    walking = walker.start_walk(roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress)
+    # While the child walks: load duckdb, and pyarrow as well when the roots are new to the
+    # catalogue, since a first scan will need it (a rescan of an unchanged library will not).
+    if not _catalogued(db, roots):
+        import pyarrow  # noqa: F401
+    walks = walking.result()
+    with db.write() as con:
+        return _Reconcile(con).run(walks)
+
+
+def _catalogued(db: Database, roots: list[str]) -> bool:
+    if not db.path.exists():
+        return False
+    with db.read() as con:
+        known = [path for (path,) in con.execute("SELECT path FROM roots").fetchall()]
+    return all(any(r == k or r.startswith(k.rstrip("/") + "/") for k in known) for r in roots)
+
+
+def _decode(raw: bytes) -> tuple[str, bool]:
+    """Display text for a path part, and whether it was valid UTF-8."""
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace"), False
+
+
+def _join(prefix: str, rel: str) -> str:
+    if not prefix:
+        return rel
+    return f"{prefix}/{rel}" if rel else prefix
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+@dataclass
+class _ChangedFolder:
+    root_id: int
+    dir: str  # display text, relative to the root
+    dir_raw: bytes  # relative to the root, exact bytes
+    dir_abs: bytes  # absolute, exact bytes
+    dir_ok: bool  # whether dir_raw is valid UTF-8
+    listing: walker.Listing
+
+
+class _Reconcile:
+    """One reconciliation, inside one write transaction.
+
+    Folder fingerprints are compared in Python (one per folder); the files of changed folders
+    go to DuckDB as one Arrow table, `seen`, and are compared with `files` there, so the
+    Python work grows with the number of moves, not with the number of files.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.report = ScanReport()
+        self.changed: list[_ChangedFolder] = []
+        self.gone_dirs: list[tuple[int, str]] = []  # folders that no longer hold audio files
+        self.problem_rows: list[tuple[int, str, str]] = []
+        self.scanned: list[tuple[int, str]] = []  # (root_id, prefix) whose problems are replaced
+        self.seen_paths: list[bytes] = []  # absolute path of each row of `seen`, by seen_id
+
+    def run(self, walks: list[walker.Walk]) -> ScanReport:
+        for walk in walks:
+            self._compare_folders(walk)
+        if self.changed or self.gone_dirs:
+            self._diff_files()
+        self._record_problems()
+        return self.report
+
+    # -- roots -----------------------------------------------------------------------------
+
+    def _locate(self, path: str) -> tuple[int | None, str]:
+        """(root_id, prefix) for a scanned path: a registered root or a folder inside one."""
+        for root_id, root_path in self.con.execute("SELECT root_id, path FROM roots").fetchall():
+            if path == root_path:
+                return root_id, ""
+            if path.startswith(root_path.rstrip("/") + "/"):
+                return root_id, path[len(root_path.rstrip("/")) + 1 :]
+        return None, ""
+
+    def _register(self, path: str) -> int:
+        root_id = self.con.execute(
+            "INSERT INTO roots (path, added_at) VALUES (?, ?) RETURNING root_id", [path, self.now]
+        ).fetchone()[0]
+        # Roots inside the new one become part of it: their files keep their rows.
+        inner = self.con.execute(
+            "SELECT root_id, path FROM roots WHERE starts_with(path, ?)", [path.rstrip("/") + "/"]
+        ).fetchall()
+        for inner_id, inner_path in inner:
+            prefix = inner_path[len(path.rstrip("/")) + 1 :]
+            for table in ("files", "dirs"):
+                self.con.execute(
+                    f"UPDATE {table} SET root_id = ?, dir = CASE WHEN dir = '' THEN ? ELSE ? || '/' || dir END "
+                    "WHERE root_id = ?",
+                    [root_id, prefix, prefix, inner_id],
+                )
+            self.con.execute("UPDATE scan_problems SET root_id = ? WHERE root_id = ?", [root_id, inner_id])
+            self.con.execute("DELETE FROM roots WHERE root_id = ?", [inner_id])
+        return root_id
+
+    def _offline(self, root_id: int | None, path: str, reason: str) -> None:
+        self.report.offline.append((path, reason))
+        if root_id is not None:
+            self.con.execute(
+                "UPDATE roots SET last_scan_at = ?, last_scan_status = ? WHERE root_id = ?",
+                [self.now, f"offline: {reason}", root_id],
+            )
+
+    # -- folders -----------------------------------------------------------------------------
+
+    def _compare_folders(self, walk: walker.Walk) -> None:
+        root_id, prefix = self._locate(walk.root)
+        if walk.offline_reason is not None:
+            self._offline(root_id, walk.root, walk.offline_reason)
+            return
+        if root_id is None:
+            root_id = self._register(walk.root)
+        root_path = walk.root[: len(walk.root) - len(prefix)].rstrip("/") if prefix else walk.root
+        stored = {
+            d: (fp, n)
+            for d, fp, n in self.con.execute(
+                "SELECT dir, fingerprint, files FROM dirs WHERE root_id = ? "
+                "AND (? = '' OR dir = ? OR starts_with(dir, ? || '/'))",
+                [root_id, prefix, prefix, prefix],
+            ).fetchall()
+        }
+        stored_files = sum(n for _, n in stored.values())
+        if walk.file_count == 0 and stored_files > 0:
+            self._offline(
+                root_id,
+                walk.root,
+                f"is empty but the catalogue holds {stored_files} files from it (unmounted?)",
+            )
+            return
+
+        unreadable = [_join(prefix, _decode(u)[0]) for u in walk.unreadable]
+        for problem in walk.problems:
+            path = f"{root_path}/{_join(prefix, _decode(problem.path)[0])}"
+            self.report.problems.append((path, problem.reason))
+            self.problem_rows.append((root_id, path, problem.reason))
+        self.scanned.append((root_id, prefix))
+
+        walked: set[str] = set()
+        root_b = os.fsencode(root_path)
+        prefix_b = os.fsencode(prefix)
+        for listing in walk.listings:
+            dir_raw = prefix_b + b"/" + listing.dir if prefix_b and listing.dir else prefix_b or listing.dir
+            dir_text, dir_ok = _decode(dir_raw)
+            walked.add(dir_text)
+            old = stored.get(dir_text)
+            if old is not None and old[0] == listing.fingerprint:
+                self.report.unchanged += old[1]
+                continue
+            dir_abs = root_b + b"/" + dir_raw if dir_raw else root_b
+            self.changed.append(_ChangedFolder(root_id, dir_text, dir_raw, dir_abs, dir_ok, listing))
+        for dir_text in stored:
+            if dir_text not in walked and not any(_under(dir_text, u) for u in unreadable):
+                self.gone_dirs.append((root_id, dir_text))
+        self.con.execute(
+            "UPDATE roots SET last_scan_at = ?, last_scan_status = 'ok' WHERE root_id = ?", [self.now, root_id]
+        )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _seen_table(self) -> Any:
+        """The files of changed folders as an Arrow table, one row per file, `seen_id` first."""
+        import pyarrow as pa
+
+        cols: dict[str, list[Any]] = {k: [] for k in ("root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode")}
+        for folder in self.changed:
+            fields = folder.listing.blob.split(b"\0")[:-1]
+            names_b = fields[0::5]
+            n = len(names_b)
+            names, raws = [], []
+            for name_b in names_b:
+                name, ok = _decode(name_b)
+                names.append(name)
+                if ok and folder.dir_ok:
+                    raws.append(None)
+                else:  # keep the exact bytes: the display text has \xNN escapes
+                    raws.append(folder.dir_raw + b"/" + name_b if folder.dir_raw else name_b)
+            cols["root_id"] += [folder.root_id] * n
+            cols["dir"] += [folder.dir] * n
+            cols["name"] += names
+            cols["raw_path"] += raws
+            cols["size"] += map(int, fields[1::5])
+            cols["mtime_ns"] += map(int, fields[2::5])
+            cols["dev"] += map(int, fields[3::5])
+            cols["inode"] += map(int, fields[4::5])
+            self.seen_paths += [folder.dir_abs + b"/" + name_b for name_b in names_b]
+        types = {
+            "root_id": pa.int32(), "dir": pa.string(), "name": pa.string(), "raw_path": pa.binary(),
+            "size": pa.uint64(), "mtime_ns": pa.int64(), "dev": pa.uint64(), "inode": pa.uint64(),
+        }
+        arrays = {"seen_id": pa.array(range(len(cols["name"])), pa.int64())}
+        arrays.update({k: pa.array(v, types[k]) for k, v in cols.items()})
+        return pa.table(arrays)
+
+    def _diff_files(self) -> None:
+        import pyarrow as pa
+
+        con = self.con
+        folders = [(f.root_id, f.dir) for f in self.changed] + self.gone_dirs
+        con.register("changed_dirs_arrow", pa.table({
+            "root_id": pa.array([r for r, _ in folders], pa.int32()),
+            "dir": pa.array([d for _, d in folders], pa.string()),
+        }))
+        con.register("seen_arrow", self._seen_table())
+        # Each file found in a changed folder, with the row it already has at that path (if any).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE seen AS
+            SELECT s.*, f.file_id, f.status AS old_status,
+                   coalesce(f.size = s.size AND f.mtime_ns = s.mtime_ns
+                            AND f.dev = s.dev AND f.inode = s.inode, false) AS same_stat
+            FROM seen_arrow s
+            LEFT JOIN files f ON f.root_id = s.root_id AND f.dir = s.dir AND f.name = s.name
+            """
+        )
+        # Files present in a changed folder before, and not found there now.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE gone AS
+            SELECT f.file_id FROM files f JOIN changed_dirs_arrow c USING (root_id, dir)
+            WHERE f.status = 'present' AND f.file_id NOT IN (SELECT file_id FROM seen WHERE file_id IS NOT NULL)
+            """
+        )
+        unchanged, changed, reappeared = con.execute(
+            """
+            SELECT count(*) FILTER (WHERE old_status = 'present' AND same_stat),
+                   count(*) FILTER (WHERE old_status = 'present' AND NOT same_stat),
+                   count(*) FILTER (WHERE old_status = 'missing')
+            FROM seen
+            """
+        ).fetchone()
+        moves = self._match_moves()
+        con.register("moves_arrow", pa.table({
+            "seen_id": pa.array([m[0] for m in moves], pa.int64()),
+            "file_id": pa.array([m[1] for m in moves], pa.int64()),
+            "head_tail_hash": pa.array([m[2] for m in moves], pa.string()),
+        }))
+        added = con.execute(
+            "SELECT count(*) FROM seen WHERE file_id IS NULL AND seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
+        ).fetchone()[0]
+        missing = con.execute(
+            "SELECT count(*) FROM gone WHERE file_id NOT IN (SELECT file_id FROM moves_arrow)"
+        ).fetchone()[0]
+        self.report.unchanged += unchanged
+        self.report.changed += changed
+        self.report.added += reappeared + added
+        self.report.moved += len(moves)
+        self.report.missing += missing
+
+        # Rows whose stat changed or which reappeared: same path, present again. A content hash
+        # only stays valid while size and mtime do.
+        con.execute(
+            """
+            UPDATE files SET size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
+                   head_tail_hash = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
+                                         THEN files.head_tail_hash END,
+                   status = 'present', missing_since = NULL, changed_at = ?
+            FROM seen s
+            WHERE files.file_id = s.file_id AND NOT (s.old_status = 'present' AND s.same_stat)
+            """,
+            [self.now],
+        )
+        # Moved rows: new path and stat; the row, and so its audio, stays.
+        con.execute(
+            """
+            UPDATE files SET root_id = s.root_id, dir = s.dir, name = s.name, raw_path = s.raw_path,
+                   size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
+                   head_tail_hash = coalesce(m.head_tail_hash, files.head_tail_hash),
+                   status = 'present', missing_since = NULL, changed_at = ?
+            FROM moves_arrow m JOIN seen s USING (seen_id)
+            WHERE files.file_id = m.file_id
+            """,
+            [self.now],
+        )
+        con.execute(
+            """
+            INSERT INTO files (root_id, dir, name, raw_path, size, mtime_ns, dev, inode,
+                               status, first_seen, changed_at)
+            SELECT root_id, dir, name, raw_path, size, mtime_ns, dev, inode, 'present', ?, ?
+            FROM seen
+            WHERE file_id IS NULL AND seen_id NOT IN (SELECT seen_id FROM moves_arrow)
+            ORDER BY seen_id
+            """,
+            [self.now, self.now],
+        )
+        con.execute(
+            """
+            UPDATE files SET status = 'missing', missing_since = ?
+            WHERE file_id IN (SELECT file_id FROM gone)
+              AND file_id NOT IN (SELECT file_id FROM moves_arrow)
+            """,
+            [self.now],
+        )
+        con.execute("DELETE FROM dirs USING changed_dirs_arrow c WHERE dirs.root_id = c.root_id AND dirs.dir = c.dir")
+        con.register("new_dirs_arrow", pa.table({
+            "root_id": pa.array([f.root_id for f in self.changed], pa.int32()),
+            "dir": pa.array([f.dir for f in self.changed], pa.string()),
+            "fingerprint": pa.array([f.listing.fingerprint for f in self.changed], pa.int64()),
+            "files": pa.array([f.listing.count for f in self.changed], pa.int32()),
+        }))
+        con.execute("INSERT INTO dirs SELECT root_id, dir, fingerprint, files FROM new_dirs_arrow")
+        for name in ("changed_dirs_arrow", "seen_arrow", "moves_arrow", "new_dirs_arrow"):
+            con.unregister(name)
+        con.execute("DROP TABLE temp.seen")
+        con.execute("DROP TABLE temp.gone")
+
+    def _match_moves(self) -> list[tuple[int, int, str | None]]:
+        """Pair new files with gone or missing files holding the same bytes.
+
+        Returns (seen_id, file_id, head_tail_hash computed for it or None), one-to-one.
+        """
+        con = self.con
+        by_inode = con.execute(
+            """
+            SELECT n.seen_id, f.file_id
+            FROM seen n
+            JOIN files f ON f.dev = n.dev AND f.inode = n.inode AND f.size = n.size AND f.mtime_ns = n.mtime_ns
+            WHERE n.file_id IS NULL AND (f.status = 'missing' OR f.file_id IN (SELECT file_id FROM gone))
+            ORDER BY n.seen_id, f.file_id
+            """
+        ).fetchall()
+        moves: list[tuple[int, int, str | None]] = []
+        used_seen: set[int] = set()
+        used_files: set[int] = set()
+        for seen_id, file_id in by_inode:
+            if seen_id not in used_seen and file_id not in used_files:
+                used_seen.add(seen_id)
+                used_files.add(file_id)
+                moves.append((seen_id, file_id, None))
+        # Same size as a candidate whose content hash is known: hash the new file to compare.
+        by_size = con.execute(
+            """
+            SELECT n.seen_id, n.size, f.file_id, f.head_tail_hash
+            FROM seen n
+            JOIN files f ON f.size = n.size AND f.head_tail_hash IS NOT NULL
+            WHERE n.file_id IS NULL AND (f.status = 'missing' OR f.file_id IN (SELECT file_id FROM gone))
+            ORDER BY n.seen_id, f.file_id
+            """
+        ).fetchall()
+        hashes: dict[int, str | None] = {}
+        for seen_id, size, file_id, candidate_hash in by_size:
+            if seen_id in used_seen or file_id in used_files:
+                continue
+            if seen_id not in hashes:
+                path = self.seen_paths[seen_id]
+                try:
+                    hashes[seen_id] = head_tail_hash(path, size)
+                except OSError as exc:
+                    hashes[seen_id] = None
+                    self.report.problems.append((os.fsdecode(path), f"cannot read: {exc.strerror}"))
+            if hashes[seen_id] == candidate_hash:
+                used_seen.add(seen_id)
+                used_files.add(file_id)
+                moves.append((seen_id, file_id, candidate_hash))
+        return moves
+
+    def _record_problems(self) -> None:
+        for root_id, prefix in self.scanned:
+            root_path = self.con.execute("SELECT path FROM roots WHERE root_id = ?", [root_id]).fetchone()[0]
+            self.con.execute(
+                "DELETE FROM scan_problems WHERE root_id = ? AND starts_with(path, ?)",
+                [root_id, _join(root_path, prefix) if prefix else root_path],
+            )
+        if self.problem_rows:
+            self.con.executemany(
+                "INSERT INTO scan_problems VALUES (?, ?, ?, ?)",
+                [(root_id, path, reason, self.now) for root_id, path, reason in self.problem_rows],
+            )

@@ -1,0 +1,197 @@
+"""The `muscat` command line: parse, call the catalog API, format. No SQL here."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+
+import catalog
+from catalog.errors import MuscatError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Context:
+    """Options shared by every command; settings are loaded when a command needs them."""
+
+    def __init__(self, db: str | None, config: str | None) -> None:
+        self._db = db
+        self._config = config
+        self._settings: catalog.Settings | None = None
+
+    @property
+    def settings(self) -> catalog.Settings:
+        if self._settings is None:
+            self._settings = catalog.load_settings(db=self._db, config=self._config)
+        return self._settings
+
+    def database(self) -> catalog.Database:
+        return catalog.Database(self.settings.db_path, self.settings.lock_timeout, notify=_warn)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"muscat: {message}", err=True)
+
+
+def _scan_progress() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(files: int, folders: int) -> None:
+        sys.stderr.write(f"\rscanning: {files:,} audio files in {folders:,} folders")
+        sys.stderr.flush()
+
+    return show
+
+
+def _clear_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+class MuscatGroup(click.Group):
+    """Turns muscat's own errors into a one-line message and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MuscatError as exc:
+            _clear_progress()
+            click.echo(f"muscat: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=MuscatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", metavar="PATH", help="Catalogue file. Default: $MUSCAT_DB, else ./muscat.duckdb.")
+@click.option(
+    "--config",
+    metavar="FILE",
+    help="Configuration file. Default: $MUSCAT_CONFIG, else muscat.toml beside the catalogue.",
+)
+@click.version_option(catalog.__version__, prog_name="muscat")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, config: str | None) -> None:
+    """muscat: a music dataset catalogue with incremental indexing.
+
+    Scan or watch music folders into a DuckDB catalogue, then query it with SQL, from here
+    (`muscat sql`) or from any DuckDB client, also while muscat is writing to it.
+    """
+    ctx.obj = Context(db, config)
+
+
+def _print_scan(report: Any, as_json: bool) -> int:
+    _clear_progress()
+    for root, reason in report.offline:
+        _warn(f"{root}: {reason}; left as it was, nothing marked missing")
+    for path, reason in report.problems:
+        _warn(f"{path}: {reason}")
+    if as_json:
+        from catalog import formatting
+
+        click.echo(formatting.to_json(report.to_json()))
+    else:
+        counts = report.to_json()
+        click.echo(", ".join(f"{n:,} {name}" for name, n in counts.items()))
+    return EXIT_SOME_FAILED if report.errors else EXIT_OK
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_obj
+def scan(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Add folders as library roots and bring the catalogue up to date with them.
+
+    Only file metadata is read (size, modification time, inode): a rescan of an unchanged
+    library reads no file contents. Moved and renamed files keep their identity. A root that
+    is missing, unreadable or suddenly empty (an unmounted drive) is reported and left alone:
+    its files are never marked missing because of it. A folder inside a root rescans just
+    that folder.
+
+    Exit status: 0 when everything was scanned, 1 when something was reported (an offline
+    root, an unreadable folder, a broken link), 2 on a usage or catalogue error.
+    """
+    settings = obj.settings
+    report = catalog.scan(obj.database(), paths, settings, progress=_scan_progress())
+    sys.exit(_print_scan(report, as_json))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the scan's counts as JSON.")
+@click.pass_obj
+def watch(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Scan folders, then follow their changes (following is not built yet: it scans once)."""
+    settings = obj.settings
+    report = catalog.scan(obj.database(), paths, settings, progress=_scan_progress())
+    code = _print_scan(report, as_json)
+    _warn("following changes after the scan is not built yet; run `muscat scan` again to update")
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (see the README for its shape).")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Files, audio, roots and, per extractor, done / pending / stale / failed."""
+    from catalog import formatting
+
+    result = catalog.status(obj.database())
+    if as_json:
+        click.echo(formatting.to_json(result))
+        return
+    files = result["files"]
+    click.echo(f"catalogue  {obj.settings.db_path}")
+    click.echo(f"files      {files['present']:,} present, {files['missing']:,} missing")
+    click.echo(f"audio      {result['audio']:,}")
+    if result["roots"]:
+        click.echo("")
+        rows = [
+            (r["path"], r["files"], r["last_scan_at"] or "never", r["last_scan_status"] or "")
+            for r in result["roots"]
+        ]
+        click.echo(formatting.rows_to_table(["root", "files", "last scan", "state"], rows))
+    if result["extractors"]:
+        click.echo("")
+        rows = [(name, c["done"], c["pending"], c["stale"], c["failed"]) for name, c in result["extractors"].items()]
+        click.echo(formatting.rows_to_table(["extractor", "done", "pending", "stale", "failed"], rows))
+
+
+@main.command()
+@click.argument("query")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format; json is a list of row objects.",
+)
+@click.pass_obj
+def sql(obj: Context, query: str, fmt: str) -> None:
+    """Run read-only SQL on the catalogue (works while another muscat writes to it).
+
+    Statements that would change anything (INSERT, DELETE, DROP, CREATE, ATTACH, COPY ... TO,
+    SET, ...) are refused with exit status 2, and nothing runs. Views to start from:
+    library, and the tables roots, files, audio, scan_problems.
+
+    \b
+    Example:
+      muscat sql "SELECT codec, count(*) FROM library GROUP BY codec"
+    """
+    from catalog import formatting
+
+    columns, rows = catalog.query(obj.database(), query)
+    if fmt == "json":
+        click.echo(formatting.rows_to_json(columns, rows))
+    elif fmt == "csv":
+        click.echo(formatting.rows_to_csv(columns, rows), nl=False)
+    else:
+        click.echo(formatting.rows_to_table(columns, rows))
+
+
+if __name__ == "__main__":
+    main()
