@@ -76,8 +76,9 @@ def scan(
     """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them."""
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
     walking = walker.start_walk(roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress)
-    # While the child walks: load duckdb, and pyarrow as well when the roots are new to the
-    # catalogue, since a first scan will need it (a rescan of an unchanged library will not).
+    # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
+    # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
+    # does not).
     if not _catalogued(db, roots):
         import pyarrow  # noqa: F401
     walks = walking.result()
@@ -87,7 +88,8 @@ def scan(
 
 def _catalogued(db: Database, roots: list[str]) -> bool:
     if not db.path.exists():
-        return False
+        with db.write():  # creates the catalogue
+            return False
     with db.read() as con:
         known = [path for (path,) in con.execute("SELECT path FROM roots").fetchall()]
     return all(any(r == k or r.startswith(k.rstrip("/") + "/") for k in known) for r in roots)
@@ -137,7 +139,9 @@ class _Reconcile:
         self.gone_dirs: list[tuple[int, str]] = []  # folders that no longer hold audio files
         self.problem_rows: list[tuple[int, str, str]] = []
         self.scanned: list[tuple[int, str]] = []  # (root_id, prefix) whose problems are replaced
-        self.seen_paths: list[bytes] = []  # absolute path of each row of `seen`, by seen_id
+        # For each row of `seen` (by seen_id): its folder's index in `changed`, and its name.
+        self.seen_folder: list[int] = []
+        self.seen_names: list[bytes] = []
 
     def run(self, walks: list[walker.Walk]) -> ScanReport:
         for walk in walks:
@@ -243,38 +247,53 @@ class _Reconcile:
     # -- files -------------------------------------------------------------------------------
 
     def _seen_table(self) -> Any:
-        """The files of changed folders as an Arrow table, one row per file, `seen_id` first."""
+        """The files of changed folders as an Arrow table, one row per file, `seen_id` first.
+
+        Built column-wise with C-level list operations: a first scan of a large library passes
+        every file through here.
+        """
         import pyarrow as pa
 
-        cols: dict[str, list[Any]] = {k: [] for k in ("root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode")}
-        for folder in self.changed:
+        columns: dict[str, list[Any]] = {
+            k: [] for k in ("root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode")
+        }
+        for index, folder in enumerate(self.changed):
             fields = folder.listing.blob.split(b"\0")[:-1]
             names_b = fields[0::5]
             n = len(names_b)
-            names, raws = [], []
-            for name_b in names_b:
-                name, ok = _decode(name_b)
-                names.append(name)
-                if ok and folder.dir_ok:
-                    raws.append(None)
-                else:  # keep the exact bytes: the display text has \xNN escapes
-                    raws.append(folder.dir_raw + b"/" + name_b if folder.dir_raw else name_b)
-            cols["root_id"] += [folder.root_id] * n
-            cols["dir"] += [folder.dir] * n
-            cols["name"] += names
-            cols["raw_path"] += raws
-            cols["size"] += map(int, fields[1::5])
-            cols["mtime_ns"] += map(int, fields[2::5])
-            cols["dev"] += map(int, fields[3::5])
-            cols["inode"] += map(int, fields[4::5])
-            self.seen_paths += [folder.dir_abs + b"/" + name_b for name_b in names_b]
+            try:
+                names = b"\0".join(names_b).decode("utf-8").split("\0")
+                all_utf8 = folder.dir_ok
+            except UnicodeDecodeError:
+                names = [_decode(name_b)[0] for name_b in names_b]
+                all_utf8 = False
+            if all_utf8:
+                columns["raw_path"] += [None] * n
+            else:  # keep the exact bytes where the display text has \xNN escapes
+                columns["raw_path"] += [
+                    None if folder.dir_ok and _decode(name_b)[1]
+                    else (folder.dir_raw + b"/" + name_b if folder.dir_raw else name_b)
+                    for name_b in names_b
+                ]
+            columns["root_id"] += [folder.root_id] * n
+            columns["dir"] += [folder.dir] * n
+            columns["name"] += names
+            columns["size"] += map(int, fields[1::5])
+            columns["mtime_ns"] += map(int, fields[2::5])
+            columns["dev"] += map(int, fields[3::5])
+            columns["inode"] += map(int, fields[4::5])
+            self.seen_folder += [index] * n
+            self.seen_names += names_b
         types = {
             "root_id": pa.int32(), "dir": pa.string(), "name": pa.string(), "raw_path": pa.binary(),
             "size": pa.uint64(), "mtime_ns": pa.int64(), "dev": pa.uint64(), "inode": pa.uint64(),
         }
-        arrays = {"seen_id": pa.array(range(len(cols["name"])), pa.int64())}
-        arrays.update({k: pa.array(v, types[k]) for k, v in cols.items()})
+        arrays = {"seen_id": pa.array(range(len(columns["name"])), pa.int64())}
+        arrays.update({k: pa.array(v, types[k]) for k, v in columns.items()})
         return pa.table(arrays)
+
+    def _seen_path(self, seen_id: int) -> bytes:
+        return self.changed[self.seen_folder[seen_id]].dir_abs + b"/" + self.seen_names[seen_id]
 
     def _diff_files(self) -> None:
         import pyarrow as pa
@@ -426,7 +445,7 @@ class _Reconcile:
             if seen_id in used_seen or file_id in used_files:
                 continue
             if seen_id not in hashes:
-                path = self.seen_paths[seen_id]
+                path = self._seen_path(seen_id)
                 try:
                     hashes[seen_id] = head_tail_hash(path, size)
                 except OSError as exc:

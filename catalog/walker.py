@@ -16,9 +16,11 @@ start-up work (importing duckdb, opening the catalogue). It must not import duck
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import pickle
 import stat as stat_module
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ class Listing:
     fingerprint: int  # signed 64-bit, to fit a DuckDB BIGINT
     count: int
     blob: bytes
+    key: tuple[int, int] = (0, 0)  # the folder's (dev, inode): one folder, one listing
 
     def files(self) -> list[FileStat]:
         fields = self.blob.split(b"\0")
@@ -82,10 +85,12 @@ def fingerprint(blob: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little", signed=True)
 
 
-def pack_listing(dir_rel: bytes, records: list[tuple[bytes, int, int, int, int]]) -> Listing:
+def pack_listing(
+    dir_rel: bytes, records: list[tuple[bytes, int, int, int, int]], key: tuple[int, int] = (0, 0)
+) -> Listing:
     records.sort()
     blob = b"".join(b"%s\0%d\0%d\0%d\0%d\0" % record for record in records)
-    return Listing(dir_rel, fingerprint(blob), len(records), blob)
+    return Listing(dir_rel, fingerprint(blob), len(records), blob, key)
 
 
 def walk(
@@ -93,12 +98,18 @@ def walk(
     extensions: Iterable[str],
     skip_dirs: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
+    top_folders: set[bytes] | None = None,
+    root_files: bool = True,
 ) -> Walk:
     """List every audio file under `root`.
+
+    A split walk gives each process a share of the root's subfolders (`top_folders`), and
+    one of them the root's own files (`root_files`).
 
     Follows symbolic links (a library assembled from links is common) but enters each
     directory once, so link loops end. Hidden files and folders are skipped, and so are
     `skip_dirs` (the catalogue's own artifacts folder when it lies inside a root).
+    `progress(files, folders)` is called every 0.2 s or so.
     """
     result = Walk(root=root)
     wanted = {e.lower().lstrip(".").encode() for e in extensions}
@@ -124,6 +135,7 @@ def walk(
             pass
     seen_dirs = {(root_st.st_dev, root_st.st_ino)}
     stack: list[bytes] = [b""]
+    keys = {b"": (root_st.st_dev, root_st.st_ino)}
     files_seen = 0
     next_report = time.monotonic() + 0.2
     while stack:
@@ -156,6 +168,9 @@ def walk(
                     is_dir = entry.is_dir()
                 except OSError:
                     is_dir = False
+                if not rel and (top_folders is not None and is_dir and name not in top_folders
+                                or not root_files and not is_dir):
+                    continue  # another process's share of a split walk
                 if is_dir:
                     try:
                         st = entry.stat()
@@ -171,6 +186,7 @@ def walk(
                     if key in skipped:
                         continue
                     seen_dirs.add(key)
+                    keys[child] = key
                     stack.append(child)
                     continue
                 if name.rpartition(b".")[2].lower() not in wanted:
@@ -189,7 +205,7 @@ def walk(
                     continue
                 records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
         if records:
-            result.listings.append(pack_listing(rel, records))
+            result.listings.append(pack_listing(rel, records, keys.get(rel, (0, 0))))
             files_seen += len(records)
         if progress is not None and time.monotonic() >= next_report:
             progress(files_seen, len(seen_dirs))
@@ -197,23 +213,41 @@ def walk(
     return result
 
 
-class BackgroundWalk:
-    """A walk running in a forked child; `result()` collects it."""
+class _SharedCounts:
+    """Files and folders found by each walker process, in shared memory, for one progress line."""
 
-    def __init__(self, reader_fd: int, pid: int) -> None:
-        self._fd = reader_fd
-        self._pid = pid
+    def __init__(self, slots: int) -> None:
+        self._buf = mmap.mmap(-1, 16 * slots)
+        self._slots = slots
+
+    def set(self, slot: int, files: int, folders: int) -> None:
+        struct.pack_into("qq", self._buf, 16 * slot, files, folders)
+
+    def total(self) -> tuple[int, int]:
+        counts = [struct.unpack_from("qq", self._buf, 16 * i) for i in range(self._slots)]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+class BackgroundWalk:
+    """Walks running in forked children; `result()` collects and merges them."""
+
+    def __init__(self, roots: list[str], children: list[tuple[int, int]]) -> None:
+        self._roots = roots
+        self._children = children  # (pid, read end of its pipe)
 
     def result(self) -> list[Walk]:
-        with os.fdopen(self._fd, "rb") as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(self._pid, 0)
-        if not data or os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"the folder walker process failed (exit status {status})")
-        outcome = pickle.loads(data)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        parts: list[list[Walk]] = []
+        for pid, fd in self._children:
+            with os.fdopen(fd, "rb") as pipe:
+                data = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            if not data or os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"a folder walker process failed (exit status {status})")
+            outcome = pickle.loads(data)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            parts.append(outcome)
+        return [_merge(root, [part[i] for part in parts]) for i, root in enumerate(self._roots)]
 
 
 class _InlineWalk:
@@ -224,38 +258,86 @@ class _InlineWalk:
         return self._walks
 
 
+def _merge(root: str, parts: list[Walk]) -> Walk:
+    """One root's walk from its parts; a folder reached by two paths keeps the first in order."""
+    merged = Walk(root=root)
+    for part in parts:
+        if part.offline_reason is not None:
+            merged.offline_reason = part.offline_reason
+        merged.problems += part.problems
+        merged.unreadable += part.unreadable
+    keys: set[tuple[int, int]] = set()
+    for listing in sorted((x for part in parts for x in part.listings), key=lambda x: x.dir):
+        if listing.key in keys and listing.key != (0, 0):
+            merged.problems.append(Problem(listing.dir, "folder already scanned under another path (link?), skipped"))
+            continue
+        keys.add(listing.key)
+        merged.listings.append(listing)
+    return merged
+
+
+def _top_folders(root: str) -> list[bytes]:
+    try:
+        with os.scandir(os.fsencode(root)) as entries:
+            return sorted(e.name for e in entries if e.name[:1] != b"." and e.is_dir())
+    except OSError:
+        return []
+
+
 def start_walk(
     roots: list[str],
     extensions: Iterable[str],
     skip_dirs: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
+    processes: int | None = None,
 ) -> BackgroundWalk | _InlineWalk:
-    """Walk `roots` in a child process where fork exists, else in this one."""
+    """Walk `roots` in forked children (one per core, up to 4), or in this process.
+
+    Each child takes every n-th top-level folder of each root; the first also lists the
+    roots' own files. The children's results are merged per root.
+    """
     extensions = list(extensions)
     skip_dirs = list(skip_dirs)
-
-    def run() -> list[Walk]:
-        return [walk(r, extensions, skip_dirs, progress) for r in roots]
-
     # Forking a process that may run native threads (duckdb's, torch's) risks a child stuck on
     # a lock another thread held: only fork while neither is loaded, as in a fresh CLI process.
     if not hasattr(os, "fork") or "duckdb" in sys.modules or "torch" in sys.modules:
-        return _InlineWalk(run())
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(reader)
-        code = 0
+        return _InlineWalk([walk(r, extensions, skip_dirs, progress) for r in roots])
+    n = processes or max(1, min(4, os.cpu_count() or 1))
+    tops = [_top_folders(r) for r in roots]
+    counts = _SharedCounts(n)
+    children = []
+    for slot in range(n):
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(reader)
+            _walk_in_child(slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer)
+        os.close(writer)
+        children.append((pid, reader))
+    return BackgroundWalk(roots, children)
+
+
+def _walk_in_child(  # type: ignore[no-untyped-def]
+    slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer
+) -> None:
+    code = 0
+    try:
+        def report(files: int, folders: int) -> None:
+            counts.set(slot, files, folders)
+            if progress is not None and slot == 0:
+                progress(*counts.total())
+
         try:
-            try:
-                payload = pickle.dumps(run(), protocol=pickle.HIGHEST_PROTOCOL)
-            except BaseException as exc:  # hand the error to the parent
-                payload = pickle.dumps(RuntimeError(f"walking failed: {exc!r}"))
-            with os.fdopen(writer, "wb") as pipe:
-                pipe.write(payload)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(writer)
-    return BackgroundWalk(reader, pid)
+            walks = [
+                walk(root, extensions, skip_dirs, report, top_folders=set(top[slot::n]), root_files=slot == 0)
+                for root, top in zip(roots, tops)
+            ]
+            payload = pickle.dumps(walks, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:  # hand the error to the parent
+            payload = pickle.dumps(RuntimeError(f"walking failed: {exc!r}"))
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(payload)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
