@@ -101,8 +101,13 @@ def _print_scan(report: Any, as_json: bool) -> int:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="A root that is now empty was emptied on purpose: mark its files missing.",
+)
 @click.pass_obj
-def scan(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
+def scan(obj: Context, paths: tuple[str, ...], as_json: bool, allow_empty: bool) -> None:
     """Add folders as library roots and bring the catalogue up to date with them.
 
     Only file metadata is read (size, modification time, inode): a rescan of an unchanged
@@ -115,7 +120,7 @@ def scan(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
     root, an unreadable folder, a broken link), 2 on a usage or catalogue error.
     """
     settings = obj.settings
-    report = catalog.scan(obj.database(), paths, settings, progress=_scan_progress())
+    report = catalog.scan(obj.database(), paths, settings, progress=_scan_progress(), allow_empty=allow_empty)
     sys.exit(_print_scan(report, as_json))
 
 

@@ -72,10 +72,20 @@ def scan(
     paths: Iterable[str | os.PathLike[str]],
     settings: Settings,
     progress: Callable[[int, int], None] | None = None,
+    allow_empty: bool = False,
 ) -> ScanReport:
-    """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them."""
+    """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them.
+
+    A root that is empty although the catalogue holds files from it is left alone, as an
+    unmounted drive would be, unless `allow_empty` says it was emptied on purpose.
+    """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
-    walking = walker.start_walk(roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress)
+    # Creating a catalogue keeps this process busy while the walk runs: leave it a core then.
+    cores = os.cpu_count() or 1
+    walkers = min(4, cores if db.path.exists() else max(1, cores - 1))
+    walking = walker.start_walk(
+        roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers
+    )
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).
@@ -83,7 +93,7 @@ def scan(
         import pyarrow  # noqa: F401
     walks = walking.result()
     with db.write() as con:
-        return _Reconcile(con).run(walks)
+        return _Reconcile(con, allow_empty).run(walks)
 
 
 def _catalogued(db: Database, roots: list[str]) -> bool:
@@ -131,8 +141,9 @@ class _Reconcile:
     Python work grows with the number of moves, not with the number of files.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, allow_empty: bool = False) -> None:
         self.con = con
+        self.allow_empty = allow_empty
         self.now = datetime.now(timezone.utc).replace(tzinfo=None)
         self.report = ScanReport()
         self.changed: list[_ChangedFolder] = []
@@ -209,11 +220,12 @@ class _Reconcile:
             ).fetchall()
         }
         stored_files = sum(n for _, n in stored.values())
-        if walk.file_count == 0 and stored_files > 0:
+        if walk.file_count == 0 and stored_files > 0 and not self.allow_empty:
             self._offline(
                 root_id,
                 walk.root,
-                f"is empty but the catalogue holds {stored_files} files from it (unmounted?)",
+                f"is empty but the catalogue holds {stored_files} files from it (unmounted? "
+                "if it was emptied on purpose, scan it with --allow-empty)",
             )
             return
 

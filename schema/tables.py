@@ -1,0 +1,101 @@
+"""SQLModel classes for the catalogue's tables, for typed access from Python.
+
+The tables themselves are created by the SQL migrations in schema/migrations/ (the single
+source of the DDL); tests/test_schema.py checks that these classes match them. muscat's own
+commands use DuckDB directly and never import this module, so `muscat status` stays fast.
+
+    from sqlmodel import Session, select
+    from schema.tables import File, engine_for
+    with Session(engine_for("muscat.duckdb")) as session:
+        print(session.exec(select(File).where(File.status == "missing")).all())
+
+Foreign keys are not declared (DuckDB reports false violations on update): relationships are
+kept by muscat and checked by catalog/integrity.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary
+from sqlmodel import Field, SQLModel
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+    version: int = Field(sa_column=Column(Integer, primary_key=True))
+    applied_at: datetime
+    muscat_version: Optional[str] = None
+
+
+class CatalogMeta(SQLModel, table=True):
+    __tablename__ = "catalog_meta"
+    key: str = Field(primary_key=True)
+    value: Optional[str] = None
+
+
+class Root(SQLModel, table=True):
+    __tablename__ = "roots"
+    root_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    path: str
+    added_at: datetime
+    last_scan_at: Optional[datetime] = None
+    last_scan_status: Optional[str] = None
+
+
+class File(SQLModel, table=True):
+    __tablename__ = "files"
+    file_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    root_id: int = Field(sa_column=Column(Integer, nullable=False))
+    dir: str
+    name: str
+    raw_path: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    dev: int = Field(sa_column=Column(BigInteger, nullable=False))
+    inode: int = Field(sa_column=Column(BigInteger, nullable=False))
+    head_tail_hash: Optional[str] = None
+    audio_id: Optional[str] = None
+    status: str
+    first_seen: datetime
+    changed_at: datetime
+    missing_since: Optional[datetime] = None
+
+
+class Dir(SQLModel, table=True):
+    __tablename__ = "dirs"
+    root_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    dir: str = Field(primary_key=True)
+    fingerprint: int = Field(sa_column=Column(BigInteger, nullable=False))
+    files: int
+
+
+class Audio(SQLModel, table=True):
+    __tablename__ = "audio"
+    audio_id: str = Field(primary_key=True)
+    duration_s: Optional[float] = None
+    sample_rate: Optional[int] = None
+    channels: Optional[int] = None
+    codec: Optional[str] = None
+    first_seen: datetime
+
+
+class ScanProblem(SQLModel, table=True):
+    __tablename__ = "scan_problems"
+    root_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    path: str = Field(primary_key=True)
+    reason: str
+    seen_at: datetime
+
+
+def engine_for(db_path: str, read_only: bool = True):  # type: ignore[no-untyped-def]
+    """A SQLAlchemy engine on the catalogue that releases the file after each session."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(
+        f"duckdb:///{db_path}",
+        connect_args={"read_only": read_only},
+        poolclass=NullPool,  # the default pool keeps the file locked after a session ends
+    )

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import catalog  # noqa: E402
+from audio import build_library  # noqa: E402
+from catalog.integrity import violations  # noqa: E402
+
+MUSCAT = Path(sys.executable).parent / "muscat"
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> tuple[Path, dict[str, list[Path]]]:
+    root = tmp_path / "Music"
+    return root, build_library(root)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> catalog.Settings:
+    return catalog.load_settings(db=tmp_path / "cat.duckdb")
+
+
+@pytest.fixture
+def db(settings: catalog.Settings) -> catalog.Database:
+    return catalog.Database(settings.db_path, lock_timeout=10)
+
+
+def run_muscat(*args: str, db: Path | None = None, cwd: Path | None = None, env: dict | None = None,
+               timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run the installed `muscat` console script, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MUSCAT_DB", "MUSCAT_CONFIG")}
+    full_env.update(env or {})
+    cmd = [str(MUSCAT)] + (["--db", str(db)] if db else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout, **kw)
+
+
+def assert_intact(db: catalog.Database) -> None:
+    with db.read() as con:
+        assert violations(con) == {}
+
+
+def rows(db: catalog.Database, sql: str, params: list | None = None) -> list[tuple]:
+    with db.read() as con:
+        return con.execute(sql, params or []).fetchall()

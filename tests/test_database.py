@@ -1,0 +1,204 @@
+"""The catalogue file: creation, schema versions, DuckDB 1.5 clients, readers beside a writer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import REPO, rows, run_muscat
+
+import catalog
+from catalog import migrations
+
+DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
+
+HOLD_SCRIPT = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import catalog
+db = catalog.Database({path!r})
+with db.write() as con:
+    print("holding", flush=True)
+    time.sleep({seconds})
+"""
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process that keeps the catalogue attached read-write for `seconds`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT.format(repo=str(REPO), path=str(path), seconds=seconds)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_created_on_first_use_with_schema_version(tmp_path):
+    path = tmp_path / "new" / "cat.duckdb"
+    path.parent.mkdir()
+    result = run_muscat("status", "--json", db=path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files"] == {"present": 0, "missing": 0}
+    db = catalog.Database(path)
+    assert rows(db, "SELECT max(version) FROM schema_version") == [(migrations.LATEST,)]
+
+
+def test_opens_in_the_duckdb_15_cli(library, tmp_path):
+    root, files = library
+    path = tmp_path / "cat.duckdb"
+    assert run_muscat("scan", str(root), db=path).returncode == 0
+    assert DUCKDB_15_CLI.exists(), "duckdb-cli (a dev dependency) provides the 1.5 CLI"
+    version = subprocess.run([str(DUCKDB_15_CLI), "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("v1.5"), version
+    out = subprocess.run(
+        [str(DUCKDB_15_CLI), "-readonly", "-csv", str(path), "-c",
+         "SELECT count(*) AS n, count(DISTINCT root) AS roots FROM library"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == f"{len(files['good'] + files['broken'])},1"
+
+
+def test_catalogue_from_a_newer_muscat_is_refused_untouched(tmp_path):
+    path = tmp_path / "cat.duckdb"
+    db = catalog.Database(path)
+    with db.write() as con:
+        con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP, '99.0')", [migrations.LATEST + 1])
+    before = path.read_bytes()
+    result = run_muscat("status", db=path)
+    assert result.returncode == 2
+    assert "newer than this muscat" in result.stderr and "Traceback" not in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "cat.duckdb"
+    path.write_text("hello, I am a text file\n")
+    result = run_muscat("status", db=path)
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_reader_waits_for_a_writer_and_says_so(tmp_path):
+    path = tmp_path / "cat.duckdb"
+    with catalog.Database(path).read():  # create it
+        pass
+    holder = hold_lock(path, seconds=2.5)
+    try:
+        started = time.monotonic()
+        result = run_muscat("sql", "SELECT count(*) AS n FROM library", "--format", "json", db=path)
+        waited = time.monotonic() - started
+    finally:
+        holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"n": 0}]
+    assert "waiting for the catalogue" in result.stderr and "PID" in result.stderr
+    assert waited >= 1.0  # it did wait for the holder rather than fail
+
+
+def test_lock_held_too_long_exits_2_with_a_message(tmp_path):
+    path = tmp_path / "cat.duckdb"
+    with catalog.Database(path).read():
+        pass
+    (tmp_path / "muscat.toml").write_text("lock_timeout = 1\n")
+    holder = hold_lock(path, seconds=4)
+    try:
+        result = run_muscat("status", db=path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert "held by" in result.stderr and "lock_timeout" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_reader_and_writer_in_two_processes(tmp_path):
+    """A scan writing in one process while another keeps querying: every query succeeds."""
+    root = tmp_path / "Big"
+    for d in range(60):
+        folder = root / f"d{d:02d}"
+        folder.mkdir(parents=True)
+        for i in range(50):
+            (folder / f"{i:02d}.flac").write_bytes(b"x" * (i + 1))
+    path = tmp_path / "cat.duckdb"
+    with catalog.Database(path).read():
+        pass
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"""
+import sys, time, os
+sys.path.insert(0, {str(REPO)!r})
+import catalog
+settings = catalog.load_settings(db={str(path)!r})
+db = catalog.Database(settings.db_path)
+for round in range(6):
+    for d in range(60):
+        os.utime(os.path.join({str(root)!r}, f"d{{d:02d}}", "00.flac"), ns=(round * 10**9, round * 10**9))
+    catalog.scan(db, [{str(root)!r}], settings)
+print("done", flush=True)
+"""], stdout=subprocess.PIPE, text=True)
+    answers = []
+    while writer.poll() is None:
+        result = run_muscat("sql", "SELECT count(*) FROM library", "--format", "csv", db=path)
+        assert result.returncode == 0, result.stderr
+        answers.append(int(result.stdout.splitlines()[1]))
+    assert writer.wait() == 0
+    assert answers and set(answers) <= {0, 3000}  # whole batches only, never half a scan
+    assert rows(catalog.Database(path), "SELECT count(*) FROM library") == [(3000,)]
+
+
+def test_sqlmodel_classes_match_the_tables(tmp_path):
+    from schema import tables
+    from sqlmodel import SQLModel
+
+    path = tmp_path / "cat.duckdb"
+    with catalog.Database(path).read() as con:
+        actual = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE table_name IN (SELECT table_name FROM duckdb_tables() WHERE NOT internal)"
+        ).fetchall():
+            actual.setdefault(table, set()).add(column)
+    assert tables  # the module defines the classes below
+    declared = {name: {c.name for c in t.columns} for name, t in SQLModel.metadata.tables.items()}
+    assert declared == actual
+
+
+def test_sqlmodel_session_reads_the_catalogue(library, tmp_path):
+    from sqlmodel import Session, select
+
+    from schema.tables import File, engine_for
+
+    root, files = library
+    path = tmp_path / "cat.duckdb"
+    assert run_muscat("scan", str(root), db=path).returncode == 0
+    with Session(engine_for(str(path))) as session:
+        found = session.exec(select(File).where(File.status == "present")).all()
+    assert len(found) == len(files["good"] + files["broken"])
+    # NullPool: the file is free again for a writer.
+    with catalog.Database(path).write():
+        pass
+
+
+@pytest.mark.parametrize("value", ["'nine'", "true", "[1]"])
+def test_wrong_type_in_config_is_exit_2_naming_the_key(tmp_path, value):
+    (tmp_path / "muscat.toml").write_text(f"workers = {value}\n")
+    result = run_muscat("status", db=tmp_path / "cat.duckdb")
+    assert result.returncode == 2
+    assert "'workers' must be an integer" in result.stderr and "muscat.toml" in result.stderr
+
+
+def test_unknown_config_key_is_exit_2_naming_it(tmp_path):
+    (tmp_path / "muscat.toml").write_text("wrokers = 2\n")
+    result = run_muscat("status", db=tmp_path / "cat.duckdb")
+    assert result.returncode == 2 and "unknown key 'wrokers'" in result.stderr
+
+
+def test_invalid_toml_is_exit_2(tmp_path):
+    (tmp_path / "muscat.toml").write_text("workers = = 2\n")
+    result = run_muscat("status", db=tmp_path / "cat.duckdb")
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
