@@ -144,7 +144,7 @@ def status(obj: Context, as_json: bool) -> None:
     """Files, audio, roots and, per extractor, done / pending / stale / failed."""
     from catalog import formatting
 
-    result = catalog.status(obj.database())
+    result = catalog.status(obj.database(), obj.settings)
     if as_json:
         click.echo(formatting.to_json(result))
         return
@@ -196,6 +196,125 @@ def sql(obj: Context, query: str, fmt: str) -> None:
         click.echo(formatting.rows_to_csv(columns, rows), nl=False)
     else:
         click.echo(formatting.rows_to_table(columns, rows))
+
+
+def _device_option(value: str) -> str:
+    """`auto`, `cpu`, or a torch device that must exist here."""
+    if value in ("auto", "cpu"):
+        return value
+    import re
+
+    if not re.fullmatch(r"(cuda|mps|xpu)(:\d+)?", value):
+        raise click.BadParameter(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps)")
+    import torch
+
+    kind, _, index = value.partition(":")
+    backend = getattr(torch, kind, None)
+    count = backend.device_count() if backend is not None and hasattr(backend, "device_count") else 0
+    if count == 0 or (index and int(index) >= count):
+        raise click.BadParameter(f"'{value}' is not available on this machine ({count} {kind} devices)")
+    return value
+
+
+@main.command()
+@click.option("--only", metavar="NAME[,NAME]", help="Run only these extractors (files are probed first anyway).")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+              help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run.")
+@click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
+@click.option("--retry-failed", is_flag=True, help="Also retry runs that failed before.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+@click.pass_obj
+def extract(obj: Context, only: str | None, device: str, workers: int | None, retry_failed: bool,
+            as_json: bool) -> None:
+    """Compute pending features: decode each file once, identify its audio, run what is missing.
+
+    Audio that was already analysed (a copy, a retagged file) is not analysed again. Failures
+    are recorded with their error (see the `failed` view) and the rest goes on; the exit status
+    is then 1. Ctrl-C stops: finished results are kept, work in progress is redone next time.
+    """
+    from catalog import formatting
+
+    _device_option(device)
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    bar = _progress_bar("extracting", "file")
+    try:
+        report = catalog.extract(obj.database(), obj.settings, only=names, workers=workers,
+                                 retry_failed=retry_failed, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    for path, extractor, error in report.failures:
+        _warn(f"{path}: {extractor}: {error}")
+    if as_json:
+        click.echo(formatting.to_json(report.to_json()))
+    else:
+        click.echo(f"{report.files:,} files: {report.probed:,} probed, {report.ok:,} results, "
+                   f"{report.failed:,} failed, {report.skipped:,} already analysed")
+    if report.interrupted:
+        _warn("interrupted: finished results were kept; the rest is pending")
+        sys.exit(130)
+    sys.exit(EXIT_SOME_FAILED if report.failed else EXIT_OK)
+
+
+class _Bar:
+    def __init__(self, description: str, unit: str) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm(desc=description, unit=unit, total=0, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, done: int, total: int) -> None:
+        self._tqdm.total = total
+        self._tqdm.n = done
+        self._tqdm.refresh()
+
+    def close(self) -> None:
+        self._tqdm.close()
+
+
+def _progress_bar(description: str, unit: str) -> _Bar | None:
+    return _Bar(description, unit) if sys.stderr.isatty() else None
+
+
+@main.command()
+@click.argument("features", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print a list of {feature, unit, count, mean, std, min, max}.")
+@click.pass_obj
+def stats(obj: Context, features: tuple[str, ...], as_json: bool) -> None:
+    """Statistics of features over the library: Feature Unit Count Mean Std Min Max.
+
+    Current results only, each audio counted once; a vector feature gives one row per element
+    (chroma[C], ...). Name features to see only those (a vector's name selects its elements).
+    """
+    from catalog import formatting
+
+    rows = catalog.stats(obj.database(), obj.settings, list(features) or None)
+    if as_json:
+        click.echo(formatting.to_json(rows))
+        return
+    if features and not rows:
+        _warn("no values for " + ", ".join(features) + " (see `muscat sql \"FROM feature_units\"`)")
+    table = [(r["feature"], r["unit"], r["count"], r["mean"], r["std"], r["min"], r["max"]) for r in rows]
+    click.echo(formatting.rows_to_table(["Feature", "Unit", "Count", "Mean", "Std", "Min", "Max"], table))
+
+
+@main.command("extractors")
+@click.option("--json", "as_json", is_flag=True, help="Print a list of {name, version, device, params_hash, available, reason}.")
+@click.pass_obj
+def list_extractors(obj: Context, as_json: bool) -> None:
+    """The extractors muscat knows: version, device, parameters hash, and whether they can run."""
+    from catalog import formatting
+
+    rows = catalog.extractors(obj.settings)
+    if as_json:
+        click.echo(formatting.to_json(rows))
+        return
+    table = [
+        (r["name"], r["version"], r["device"], r["params_hash"],
+         "yes" if r["available"] and r["enabled"] else "no",
+         "switched off in muscat.toml" if not r["enabled"] else (r["reason"] or ""))
+        for r in rows
+    ]
+    click.echo(formatting.rows_to_table(["name", "version", "device", "params hash", "available", "why not"], table))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ _EXPORTS = {
     "scan": "catalog.scanner",
     "ScanReport": "catalog.scanner",
     "status": "catalog.status",
+    "stats": "catalog.status",
+    "extractors": "catalog.status",
+    "extract": "catalog.extraction",
+    "ExtractReport": "catalog.extraction",
     "query": "catalog.query",
 }
 

@@ -30,6 +30,8 @@ class Settings:
     audio_extensions: tuple[str, ...] = DEFAULT_AUDIO_EXTENSIONS
     # Seconds a command waits for a catalogue held by another process before giving up.
     lock_timeout: float = 60.0
+    # Longer files are identified but not analysed whole (memory: ~1.3 GB per stereo hour).
+    max_duration: float = 3600.0
     # `[extractors.NAME]` tables, validated against the extractors' declared parameters.
     extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -40,6 +42,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "workers": int,
     "audio_extensions": list,
     "lock_timeout": (int, float),
+    "max_duration": (int, float),
     "extractors": dict,
 }
 
@@ -102,6 +105,8 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         settings.audio_extensions = tuple(e.lower().lstrip(".") for e in exts)
     if "lock_timeout" in data:
         settings.lock_timeout = float(data["lock_timeout"])
+    if "max_duration" in data:
+        settings.max_duration = float(data["max_duration"])
     for name, table in data.get("extractors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'extractors.{name}' must be a table ([extractors.{name}])")

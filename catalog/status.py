@@ -1,15 +1,18 @@
-"""What the catalogue holds: `muscat status`."""
+"""What the catalogue holds: `muscat status`, `muscat stats`, `muscat extractors`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .database import Database
 
 
-def status(db: Database) -> dict[str, Any]:
+def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
     """Counts in the shape of `muscat status --json` (contract), plus the roots."""
+    if settings is not None:
+        _sync(db, settings)
     with db.read() as con:
         present, missing = con.execute(
             "SELECT count(*) FILTER (WHERE status = 'present'), count(*) FILTER (WHERE status = 'missing') "
@@ -31,9 +34,74 @@ def status(db: Database) -> dict[str, Any]:
                 "GROUP BY ALL ORDER BY r.path"
             ).fetchall()
         ]
+        extractors = {
+            name: {"done": done, "pending": pending, "stale": stale, "failed": failed}
+            for name, done, pending, stale, failed in con.execute(
+                """
+                WITH shown AS (
+                    SELECT extractor, count(DISTINCT CASE WHEN scope = 'file' THEN file_id::VARCHAR ELSE audio_id END)
+                               FILTER (WHERE current) AS done,
+                           count(DISTINCT CASE WHEN scope = 'file' THEN file_id::VARCHAR ELSE audio_id END)
+                               FILTER (WHERE NOT current) AS stale
+                    FROM shown_file_runs GROUP BY extractor
+                ),
+                waiting AS (SELECT extractor, count(*) AS pending FROM pending GROUP BY extractor),
+                failing AS (SELECT extractor, count(*) AS failed FROM failed GROUP BY extractor)
+                SELECT c.extractor, coalesce(s.done, 0), coalesce(w.pending, 0), coalesce(s.stale, 0),
+                       coalesce(f.failed, 0)
+                FROM extractor_current c
+                LEFT JOIN shown s USING (extractor) LEFT JOIN waiting w USING (extractor)
+                LEFT JOIN failing f USING (extractor)
+                ORDER BY c.extractor <> 'probe', c.extractor
+                """
+            ).fetchall()
+        }
     return {
         "files": {"present": present, "missing": missing},
         "audio": audio,
-        "extractors": {},
+        "extractors": extractors,
         "roots": roots,
     }
+
+
+def stats(db: Database, settings: Settings, features: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rows of `feature_stats`, optionally only the named features (a vector's name selects
+    all its elements)."""
+    _sync(db, settings)
+    with db.read() as con:
+        rows = con.execute(
+            """
+            SELECT feature, unit, count, mean, std, min, max FROM feature_stats
+            WHERE len(?) = 0 OR list_contains(?, feature) OR list_contains(?, split_part(feature, '[', 1))
+            """,
+            [features or [], features or [], features or []],
+        ).fetchall()
+    keys = ("feature", "unit", "count", "mean", "std", "min", "max")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def extractors(settings: Settings) -> list[dict[str, Any]]:
+    """The `muscat extractors --json` list (contract), with `enabled` added."""
+    from .registry import load_extractors
+
+    return [
+        {
+            "name": e.name,
+            "version": e.version,
+            "device": e.device,
+            "params_hash": e.params_hash,
+            "available": e.available,
+            "reason": e.unavailable_reason,
+            "enabled": e.enabled,
+            "params": e.params,
+            "outputs": len(e.declaration.outputs),
+        }
+        for e in load_extractors(settings)
+    ]
+
+
+def _sync(db: Database, settings: Settings) -> None:
+    from . import extractor_state
+    from .registry import load_extractors
+
+    extractor_state.sync(db, load_extractors(settings))

@@ -58,6 +58,8 @@ class File(SQLModel, table=True):
     head_tail_hash: Optional[str] = None
     audio_id: Optional[str] = None
     status: str
+    codec: Optional[str] = None
+    probed_at: Optional[datetime] = None
     first_seen: datetime
     changed_at: datetime
     missing_since: Optional[datetime] = None
@@ -77,7 +79,6 @@ class Audio(SQLModel, table=True):
     duration_s: Optional[float] = None
     sample_rate: Optional[int] = None
     channels: Optional[int] = None
-    codec: Optional[str] = None
     first_seen: datetime
 
 

@@ -51,6 +51,8 @@ CREATE TABLE files (
     -- so that a retag whose sound did not change keeps its features.
     audio_id  VARCHAR,
     status    VARCHAR   NOT NULL,   -- 'present' | 'missing'
+    codec     VARCHAR,              -- container/codec, once probed (wav, flac, mp3, aac, ...)
+    probed_at TIMESTAMP,            -- last decode attempt; re-probed when changed_at is later
     first_seen    TIMESTAMP NOT NULL,
     changed_at    TIMESTAMP NOT NULL,  -- last time size/mtime/inode or the path changed
     missing_since TIMESTAMP
@@ -67,12 +69,12 @@ CREATE TABLE dirs (
 );
 
 -- Decoded content, identified by a hash of its samples (filled by the probe extractor).
+-- Two files may hold the same audio (a copy, or the same PCM as WAV and as FLAC).
 CREATE TABLE audio (
     audio_id    VARCHAR PRIMARY KEY,
     duration_s  DOUBLE,
     sample_rate INTEGER,
     channels    INTEGER,
-    codec       VARCHAR,
     first_seen  TIMESTAMP NOT NULL
 );
 

@@ -11,7 +11,7 @@ SELECT
     a.duration_s,
     a.sample_rate,
     a.channels,
-    a.codec,
+    f.codec,
     f.file_id
 FROM files AS f
 JOIN roots AS r USING (root_id)

@@ -1,0 +1,117 @@
+"""Keeping the catalogue's record of the extractors in step with the code and configuration.
+
+The views need to know each extractor's current identity (to tell current from stale results
+and to list pending work) and its declared outputs (units, ranges, `track_features` columns).
+Commands call `sync()` first; it writes only when something changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .extractor import LoadedExtractor
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .database import Database
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "schema" / "templates" / "track_features.sql"
+
+
+def _state(extractors: list[LoadedExtractor]) -> list[dict]:
+    return [
+        {
+            "name": e.name,
+            "version": e.version,
+            "params_hash": e.params_hash,
+            "params": e.params,
+            "device": e.device,
+            "scope": e.declaration.scope,
+            "enabled": e.enabled,
+            "reason": e.unavailable_reason,
+            "outputs": [[o.name, o.kind, o.unit, o.range, o.size, o.labels, o.description]
+                        for o in e.declaration.outputs],
+        }
+        for e in extractors
+    ]
+
+
+def _digest(extractors: list[LoadedExtractor]) -> str:
+    text = json.dumps(_state(extractors), sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def sync(db: Database, extractors: list[LoadedExtractor]) -> None:
+    digest = _digest(extractors)
+    with db.read() as con:
+        if _stored_digest(con) == digest:
+            return
+    with db.write() as con:
+        if _stored_digest(con) != digest:
+            _write(con, extractors, digest)
+
+
+def _stored_digest(con: duckdb.DuckDBPyConnection) -> str | None:
+    row = con.execute("SELECT value FROM catalog_meta WHERE key = 'extractors_digest'").fetchone()
+    return row[0] if row else None
+
+
+def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], digest: str) -> None:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute("DELETE FROM extractor_current")
+    con.execute("DELETE FROM extractor_outputs")
+    for e in extractors:
+        con.execute(
+            "INSERT INTO extractor_current VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [e.name, e.version, e.params_hash, e.device, e.declaration.scope, e.enabled, e.available,
+             e.unavailable_reason, now],
+        )
+        known = con.execute(
+            "SELECT count(*) FROM extractor_identities WHERE extractor = ? AND version = ? AND params_hash = ?",
+            [e.name, e.version, e.params_hash],
+        ).fetchone()[0]
+        if not known:
+            con.execute(
+                "INSERT INTO extractor_identities VALUES (?, ?, ?, ?, ?)",
+                [e.name, e.version, e.params_hash, json.dumps(e.params, sort_keys=True), now],
+            )
+        for position, o in enumerate(e.declaration.outputs):
+            low, high = o.range if o.range else (None, None)
+            con.execute(
+                "INSERT INTO extractor_outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [e.name, o.name, o.kind, o.unit, low, high, o.size,
+                 list(o.labels) if o.labels else None, o.description, position],
+            )
+    con.execute(track_features_sql(extractors))
+    con.execute("DELETE FROM catalog_meta WHERE key = 'extractors_digest'")
+    con.execute("INSERT INTO catalog_meta VALUES ('extractors_digest', ?)", [digest])
+
+
+def track_features_sql(extractors: list[LoadedExtractor]) -> str:
+    """The track_features view for these extractors (feature names are checked identifiers)."""
+    scalar_columns, vector_columns, columns = [], [], []
+    for e in extractors:
+        for o in e.declaration.outputs:
+            condition = f"FILTER (WHERE feature = '{o.name}')"
+            if o.kind == "vector":
+                cast = f"::FLOAT[{o.size}]" if o.size else ""
+                vector_columns.append(f"any_value(vector) {condition}{cast} AS {o.name}")
+                columns.append(f"vectors.{o.name}")
+            else:
+                source = "value" if o.kind == "scalar" else "text"
+                scalar_columns.append(f"any_value({source}) {condition} AS {o.name}")
+                columns.append(f"scalars.{o.name}")
+
+    def listing(items: list[str]) -> str:
+        return "".join(f",\n        {item}" for item in items)
+
+    return TEMPLATE.read_text().format(
+        scalar_columns=listing(scalar_columns),
+        vector_columns=listing(vector_columns),
+        columns=listing(columns),
+    )

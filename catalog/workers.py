@@ -1,0 +1,159 @@
+"""CPU worker processes: decode each file once, identify its audio, run the extractors asked for.
+
+Essentia is single-threaded, so there is one process per core. Workers are started with
+`spawn` (the coordinator runs DuckDB's threads, which `fork` would copy mid-flight) and ignore
+SIGINT: the coordinator decides what an interruption means.
+
+The conversation for one job, over the worker's own pipe:
+
+    coordinator -> worker   Job
+    worker -> coordinator   ("identified", ...)       probe jobs: the audio's hash and probe values
+    coordinator -> worker   ("run", [names])          what that audio still needs
+    worker -> coordinator   ("start", name) / ("result", ...) for each extractor
+    worker -> coordinator   ("done",)
+
+or ("unreadable", reason) when the file cannot be decoded, or ("changed", audio_id) when an
+audio job finds other content than the catalogue expects.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .config import Settings
+
+
+@dataclass
+class Job:
+    job_id: int
+    path: bytes  # absolute, exact bytes
+    file_id: int
+    probe: bool  # identify the audio first, then ask which extractors to run
+    expected_audio_id: str | None = None  # audio jobs: the content the catalogue expects
+    extractors: tuple[str, ...] = ()  # audio jobs: what to run
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def worker_main(conn: Connection, settings: Settings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Decoders (libmpg123, FFmpeg) print notes about odd files straight to fd 2; every error
+    # that matters reaches the coordinator through the pipe, so keep the terminal clean.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    import essentia
+
+    essentia.log.warningActive = False  # FFmpeg's chatter about every odd file
+    essentia.log.infoActive = False
+    import essentia.standard  # noqa: F401  (pay the import once, before the first job)
+
+    from .registry import load_extractors
+
+    extractors = {e.name: e for e in load_extractors(settings)}
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        _run_job(conn, job, extractors, settings)
+
+
+def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: Settings) -> None:
+    from .decode import DecodeError, decode
+    from .identity import head_tail_hash
+    from .registry import PROBE
+
+    started_at, started = _now(), time.perf_counter()
+    try:
+        audio = decode(os.fsdecode(job.path), settings.max_duration)
+    except DecodeError as exc:
+        conn.send(("unreadable", job.job_id, str(exc), started_at, time.perf_counter() - started))
+        conn.send(("done", job.job_id))
+        return
+
+    if job.probe:
+        try:
+            values = extractors[PROBE].run(audio)
+            tail_hash = head_tail_hash(job.path)
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded, never fatal
+            conn.send(("unreadable", job.job_id, f"{type(exc).__name__}: {exc}", started_at,
+                       time.perf_counter() - started))
+            conn.send(("done", job.job_id))
+            return
+        facts = {"duration": audio.duration, "sample_rate": audio.sample_rate, "channels": audio.channels,
+                 "codec": audio.codec, "head_tail_hash": tail_hash}
+        conn.send(("identified", job.job_id, audio.audio_id, values, facts, started_at,
+                   time.perf_counter() - started))
+        reply = conn.recv()
+        if reply is None:
+            return
+        names = reply[1]
+    else:
+        if audio.audio_id != job.expected_audio_id:
+            conn.send(("changed", job.job_id, audio.audio_id))
+            conn.send(("done", job.job_id))
+            return
+        names = job.extractors
+
+    for name in names:
+        conn.send(("start", job.job_id, name))
+        started_at, started = _now(), time.perf_counter()
+        try:
+            values, error = extractors[name].run(audio), None
+        except Exception as exc:  # noqa: BLE001
+            values, error = None, f"{type(exc).__name__}: {exc}"
+        conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
+                   audio.duration))
+    conn.send(("done", job.job_id))
+
+
+class Worker:
+    """One worker process and the coordinator's end of its pipe."""
+
+    def __init__(self, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(child, settings), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        self.running: str | None = None  # the extractor it announced last, for crash reports
+
+    def send(self, message: Any) -> None:
+        self.conn.send(message)
+
+    def stop(self, wait: float = 2.0) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(wait)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def exit_description(self) -> str:
+        self.process.join(1.0)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"the worker process died of signal {signal.Signals(-code).name}"
+        return f"the worker process exited unexpectedly (status {code})"

@@ -1,0 +1,224 @@
+"""The one writer of extraction results: buffers finished work and writes it in batches.
+
+Each flush is one transaction, written through Arrow tables: new audio, what probing learnt
+about files, runs and their values. A run replaces an earlier run of the same identity for the
+same audio (or file), carrying its attempt count on; runs of other identities stay, so older
+values remain visible (as stale) until their replacement has landed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .extractor import LoadedExtractor
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .database import Database
+
+
+@dataclass
+class Run:
+    extractor: LoadedExtractor
+    audio_id: str | None
+    file_id: int
+    status: str  # 'ok' | 'failed'
+    started_at: datetime
+    seconds: float
+    audio_seconds: float | None
+    values: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    input: str = "mix"
+    device: str = "cpu"
+
+
+@dataclass
+class Probed:
+    """What decoding a file taught us; `audio_id` None when it could not be decoded."""
+
+    file_id: int
+    attempted_at: datetime
+    audio_id: str | None = None
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    codec: str | None = None
+    head_tail_hash: str | None = None
+
+
+class ResultWriter:
+    def __init__(self, db: Database, flush_seconds: float = 1.0, flush_runs: int = 500) -> None:
+        self.db = db
+        self.flush_seconds = flush_seconds
+        self.flush_runs = flush_runs
+        self.host = socket.gethostname()
+        self.runs: list[Run] = []
+        self.probed: list[Probed] = []
+        self.reprobe: list[int] = []  # files whose content changed since they were probed
+        self._last_flush = time.monotonic()
+        self.written_runs = 0
+
+    def add_run(self, run: Run) -> None:
+        self.runs.append(run)
+
+    def add_probed(self, probed: Probed) -> None:
+        self.probed.append(probed)
+
+    def add_reprobe(self, file_id: int) -> None:
+        self.reprobe.append(file_id)
+
+    @property
+    def buffered(self) -> int:
+        return len(self.runs) + len(self.probed) + len(self.reprobe)
+
+    def maybe_flush(self) -> None:
+        if self.buffered and (
+            len(self.runs) >= self.flush_runs or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffered:
+            self._last_flush = time.monotonic()
+            return
+        with self.db.write() as con:
+            self._write_probed(con)
+            self._write_runs(con)
+            if self.reprobe:
+                con.execute("UPDATE files SET probed_at = NULL WHERE list_contains(?, file_id)", [self.reprobe])
+        self.written_runs += len(self.runs)
+        self.runs, self.probed, self.reprobe = [], [], []
+        self._last_flush = time.monotonic()
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _write_probed(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.probed:
+            return
+        import pyarrow as pa
+
+        batch = pa.table({
+            "file_id": pa.array([p.file_id for p in self.probed], pa.int64()),
+            "attempted_at": pa.array([p.attempted_at for p in self.probed], pa.timestamp("us")),
+            "audio_id": pa.array([p.audio_id for p in self.probed], pa.string()),
+            "duration_s": pa.array([p.duration for p in self.probed], pa.float64()),
+            "sample_rate": pa.array([p.sample_rate for p in self.probed], pa.int32()),
+            "channels": pa.array([p.channels for p in self.probed], pa.int32()),
+            "codec": pa.array([p.codec for p in self.probed], pa.string()),
+            "head_tail_hash": pa.array([p.head_tail_hash for p in self.probed], pa.string()),
+        })
+        con.register("probed_batch", batch)
+        con.execute(
+            """
+            INSERT INTO audio (audio_id, duration_s, sample_rate, channels, first_seen)
+            SELECT audio_id, any_value(duration_s), any_value(sample_rate), any_value(channels),
+                   min(attempted_at)
+            FROM probed_batch
+            WHERE audio_id IS NOT NULL AND audio_id NOT IN (SELECT audio_id FROM audio)
+            GROUP BY audio_id
+            """
+        )
+        # A file that cannot be decoded holds no known audio any more.
+        con.execute(
+            """
+            UPDATE files SET audio_id = b.audio_id, probed_at = b.attempted_at, codec = b.codec,
+                   head_tail_hash = coalesce(b.head_tail_hash, files.head_tail_hash)
+            FROM probed_batch b WHERE files.file_id = b.file_id
+            """
+        )
+        con.unregister("probed_batch")
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _write_runs(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.runs:
+            return
+        import pyarrow as pa
+
+        ids = [row[0] for row in con.execute(
+            "SELECT nextval('run_ids') FROM range(?)", [len(self.runs)]).fetchall()]
+        runs = self.runs
+        batch = pa.table({
+            "run_id": pa.array(ids, pa.int64()),
+            "audio_id": pa.array([r.audio_id for r in runs], pa.string()),
+            "file_id": pa.array([r.file_id for r in runs], pa.int64()),
+            "extractor": pa.array([r.extractor.name for r in runs], pa.string()),
+            "version": pa.array([r.extractor.version for r in runs], pa.int32()),
+            "params_hash": pa.array([r.extractor.params_hash for r in runs], pa.string()),
+            "scope": pa.array([r.extractor.declaration.scope for r in runs], pa.string()),
+            "input": pa.array([r.input for r in runs], pa.string()),
+            "status": pa.array([r.status for r in runs], pa.string()),
+            "error": pa.array([r.error for r in runs], pa.string()),
+            "started_at": pa.array([r.started_at for r in runs], pa.timestamp("us")),
+            "seconds": pa.array([r.seconds for r in runs], pa.float64()),
+            "audio_seconds": pa.array([r.audio_seconds for r in runs], pa.float64()),
+            "device": pa.array([r.device for r in runs], pa.string()),
+        })
+        values: dict[str, list[Any]] = {"run_id": [], "feature": [], "value": [], "text": []}
+        vectors: dict[str, list[Any]] = {"run_id": [], "feature": [], "vector": []}
+        for run_id, run in zip(ids, runs):
+            kinds = {o.name: o.kind for o in run.extractor.declaration.outputs}
+            for feature, value in run.values.items():
+                if kinds[feature] == "vector":
+                    vectors["run_id"].append(run_id)
+                    vectors["feature"].append(feature)
+                    vectors["vector"].append(value)
+                else:
+                    values["run_id"].append(run_id)
+                    values["feature"].append(feature)
+                    values["value"].append(value if kinds[feature] == "scalar" else None)
+                    values["text"].append(value if kinds[feature] == "categorical" else None)
+        con.register("run_batch", batch)
+        con.register("value_batch", pa.table({
+            "run_id": pa.array(values["run_id"], pa.int64()),
+            "feature": pa.array(values["feature"], pa.string()),
+            "value": pa.array(values["value"], pa.float64()),
+            "text": pa.array(values["text"], pa.string()),
+        }))
+        con.register("vector_batch", pa.table({
+            "run_id": pa.array(vectors["run_id"], pa.int64()),
+            "feature": pa.array(vectors["feature"], pa.string()),
+            "vector": pa.array(vectors["vector"], pa.list_(pa.float32())),
+        }))
+        # Earlier runs of the same identity on the same subject: replaced, attempts carried on.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE replaced AS
+            SELECT r.run_id AS old_run_id, r.attempts, b.run_id
+            FROM run_batch b JOIN runs r
+              ON r.extractor = b.extractor AND r.version = b.version AND r.params_hash = b.params_hash
+             AND r.audio_id = b.audio_id
+            WHERE b.scope = 'audio'
+            UNION ALL
+            SELECT r.run_id, r.attempts, b.run_id
+            FROM run_batch b JOIN runs r
+              ON r.extractor = b.extractor AND r.version = b.version AND r.params_hash = b.params_hash
+             AND r.file_id = b.file_id
+            WHERE b.scope = 'file'
+            """
+        )
+        con.execute(
+            """
+            INSERT INTO runs (run_id, audio_id, file_id, extractor, version, params_hash, input, status,
+                              attempts, error, started_at, finished_at, seconds, audio_seconds, device, host)
+            SELECT b.run_id, b.audio_id, b.file_id, b.extractor, b.version, b.params_hash, b.input,
+                   b.status, coalesce(max(p.attempts), 0) + 1, b.error, b.started_at,
+                   b.started_at + to_microseconds((b.seconds * 1e6)::BIGINT), b.seconds,
+                   b.audio_seconds, b.device, ?
+            FROM run_batch b LEFT JOIN replaced p USING (run_id)
+            GROUP BY ALL
+            """,
+            [self.host],
+        )
+        for table in ("feature_values", "feature_vector_values", "runs"):
+            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT old_run_id FROM replaced)")
+        con.execute("INSERT INTO feature_values SELECT * FROM value_batch")
+        con.execute("INSERT INTO feature_vector_values SELECT * FROM vector_batch")
+        con.execute("DROP TABLE temp.replaced")
+        for name in ("run_batch", "value_batch", "vector_batch"):
+            con.unregister(name)
