@@ -60,13 +60,18 @@ class Audio:
     def mono(self) -> np.ndarray:
         """Mono at 44.1 kHz, float32 (what Essentia's algorithms expect)."""
         if "mono" not in self._cache:
-            self._cache["mono"] = resample(self._whole().mean(axis=1), self.sample_rate, ANALYSIS_RATE)
+            whole = self._whole()
+            mixed = whole[:, 0] if whole.shape[1] == 1 else whole.sum(axis=1, dtype=np.float32) / whole.shape[1]
+            self._cache["mono"] = resample(mixed, self.sample_rate, ANALYSIS_RATE)
         return self._cache["mono"]
 
     def stereo(self) -> np.ndarray:
         """[frames, 2] at 44.1 kHz; a mono file is [m, 0] (a duplicate would read 3 dB loud)."""
         if "stereo" not in self._cache:
             whole = self._whole()
+            if whole.shape[1] == 2 and self.sample_rate == ANALYSIS_RATE:
+                self._cache["stereo"] = whole  # already what is asked: no copy
+                return whole
             if whole.shape[1] == 1:
                 left = resample(whole[:, 0], self.sample_rate, ANALYSIS_RATE)
                 pair = np.stack([left, np.zeros_like(left)], axis=1)
@@ -166,11 +171,16 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
         blocks = []
         read = 0
         try:
-            while True:  # until the decoder runs dry: the declared length may be a promise
+            if hold and frames > 0:  # one allocation for what the header announces
+                first = f.read(frames, dtype="float32", always_2d=True)
+                digest.update(memoryview(np.ascontiguousarray(first)).cast("B"))
+                read += len(first)
+                blocks.append(first)
+            while True:  # then until the decoder runs dry: the declared length may be a promise
                 block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
                 if len(block) == 0:
                     break
-                digest.update(block.tobytes())
+                digest.update(memoryview(block).cast("B"))
                 read += len(block)
                 if hold:
                     blocks.append(block)
@@ -185,7 +195,7 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
         codec = f.format.lower() if f.format != "OGG" else f.subtype.lower()
         if f.format == "MP3" or f.subtype == "MPEG_LAYER_III":
             codec = "mp3"
-        samples = np.concatenate(blocks) if hold else None
+        samples = (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)) if hold else None
         return Audio(path, rate, channels, read, codec, _SUBTYPE_BITS.get(f.subtype), size,
                      digest.hexdigest(), samples, max_seconds)
 

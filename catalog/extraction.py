@@ -164,15 +164,15 @@ def extract(
 
     probe, extractors = select_extractors(settings, only)
     extractor_state.sync(db, load_extractors(settings))
-    plan = _Plan(db, probe, extractors, retry_failed)
-    report = ExtractReport(files=len(plan.jobs))
-    if not plan.jobs:
-        return report
+    report = ExtractReport()
     writer = ResultWriter(db)
-    coordinator = _Coordinator(plan, probe, writer, report, progress)
-    size = max(1, min(workers or settings.workers, len(plan.jobs)))
+    coordinator = _Coordinator(probe, writer, report, progress)
+    # Workers start now: their imports (Essentia: about a second) overlap the planning.
+    coordinator.start_workers(settings, workers or settings.workers)
     try:
-        coordinator.run(settings, size)
+        plan = _Plan(db, probe, extractors, retry_failed)
+        report.files = len(plan.jobs)
+        coordinator.run(plan, settings)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -182,21 +182,28 @@ def extract(
 
 
 class _Coordinator:
-    def __init__(self, plan: _Plan, probe: LoadedExtractor, writer: ResultWriter, report: ExtractReport,
+    def __init__(self, probe: LoadedExtractor, writer: ResultWriter, report: ExtractReport,
                  progress: Callable[[int, int], None] | None) -> None:
-        self.plan = plan
         self.probe = probe
         self.writer = writer
         self.report = report
         self.progress = progress
-        self.queue = deque(plan.jobs)
+        self.plan: _Plan
+        self.queue: deque[Job] = deque()
         self.workers: list[Worker] = []
         self.in_flight: dict[str, int] = {}  # audio_id -> job extracting it in this pass
         self.audio_of: dict[int, str] = {}  # job_id -> its audio, once known
         self.done_jobs = 0
 
-    def run(self, settings: Settings, size: int) -> None:
-        self.workers = [Worker(settings) for _ in range(size)]
+    def start_workers(self, settings: Settings, size: int) -> None:
+        self.workers = [Worker(settings) for _ in range(max(1, size))]
+
+    def run(self, plan: _Plan, settings: Settings) -> None:
+        self.plan = plan
+        self.queue = deque(plan.jobs)
+        for spare in self.workers[len(plan.jobs) or 1 :]:  # more workers than files
+            spare.stop()
+        del self.workers[len(plan.jobs) or 1 :]
         for worker in self.workers:
             self._feed(worker)
         while any(w.job is not None for w in self.workers):

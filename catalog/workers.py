@@ -44,7 +44,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# One process per core, so each must keep to one thread: numpy's BLAS would otherwise start a
+# thread per core in every worker and the workers would fight over the cores.
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def worker_main(conn: Connection, settings: Settings) -> None:
+    os.environ.update(SINGLE_THREADED)  # before numpy is imported in this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Decoders (libmpg123, FFmpeg) print notes about odd files straight to fd 2; every error
     # that matters reaches the coordinator through the pipe, so keep the terminal clean.

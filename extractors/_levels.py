@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 # Digital silence has no finite level: levels are floored here (and documented as such).
 DB_FLOOR = -120.0
@@ -12,10 +12,10 @@ LUFS_FLOOR = -70.0  # EBU R128's absolute gate: nothing quieter counts
 def to_db(amplitude: float, floor: float = DB_FLOOR) -> float:
     if amplitude <= 0:
         return floor
-    return max(floor, 20.0 * float(np.log10(amplitude)))
+    return max(floor, 20.0 * math.log10(amplitude))
 
 
 def power_to_db(power: float, floor: float = DB_FLOOR) -> float:
     if power <= 0:
         return floor
-    return max(floor, 10.0 * float(np.log10(power)))
+    return max(floor, 10.0 * math.log10(power))

@@ -9,8 +9,6 @@ noisy a track is (see chroma_entropy). Essentia's bin 0 is A; the output starts 
 
 from __future__ import annotations
 
-import numpy as np
-
 from catalog.extractor import Extractor, Output
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -44,6 +42,7 @@ EXTRACTOR = Extractor(
 
 def extract(audio, params):  # type: ignore[no-untyped-def]
     import essentia.standard as es
+    import numpy as np
 
     mono = audio.mono()
     window = es.Windowing(type="blackmanharris62")

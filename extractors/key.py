@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from catalog.extractor import Extractor, Output
 
 EXTRACTOR = Extractor(
@@ -28,6 +26,7 @@ EXTRACTOR = Extractor(
 
 def extract(audio, params):  # type: ignore[no-untyped-def]
     import essentia.standard as es
+    import numpy as np
 
     mono = audio.mono()
     if not np.any(mono):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary
+from sqlalchemy import ARRAY, BigInteger, Column, Float, Integer, LargeBinary, String
 from sqlmodel import Field, SQLModel
 
 
@@ -100,3 +100,74 @@ def engine_for(db_path: str, read_only: bool = True):  # type: ignore[no-untyped
         connect_args={"read_only": read_only},
         poolclass=NullPool,  # the default pool keeps the file locked after a session ends
     )
+
+
+class ExtractorIdentity(SQLModel, table=True):
+    __tablename__ = "extractor_identities"
+    extractor: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    params_hash: str = Field(primary_key=True)
+    params: str
+    first_used: datetime
+
+
+class ExtractorCurrent(SQLModel, table=True):
+    __tablename__ = "extractor_current"
+    extractor: str = Field(primary_key=True)
+    version: int
+    params_hash: str
+    device: str
+    scope: str
+    enabled: bool
+    available: bool
+    reason: Optional[str] = None
+    updated_at: datetime
+
+
+class ExtractorOutput(SQLModel, table=True):
+    __tablename__ = "extractor_outputs"
+    extractor: str = Field(primary_key=True)
+    feature: str = Field(primary_key=True)
+    kind: str
+    unit: str
+    min: Optional[float] = None
+    max: Optional[float] = None
+    size: Optional[int] = None
+    labels: Optional[list[str]] = Field(default=None, sa_column=Column(ARRAY(String)))
+    description: str
+    position: int
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    audio_id: Optional[str] = None
+    file_id: Optional[int] = Field(default=None, sa_column=Column(BigInteger))
+    extractor: str
+    version: int
+    params_hash: str
+    input: Optional[str] = None
+    status: str
+    attempts: int
+    error: Optional[str] = None
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    audio_seconds: Optional[float] = None
+    device: str
+    host: str
+
+
+class FeatureValue(SQLModel, table=True):
+    __tablename__ = "feature_values"
+    run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    feature: str = Field(primary_key=True)
+    value: Optional[float] = None
+    text: Optional[str] = None
+
+
+class FeatureVectorValue(SQLModel, table=True):
+    __tablename__ = "feature_vector_values"
+    run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    feature: str = Field(primary_key=True)
+    vector: list[float] = Field(sa_column=Column(ARRAY(Float), nullable=False))

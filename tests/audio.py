@@ -72,3 +72,63 @@ def build_library(root: Path) -> dict[str, list[Path]]:
     inside = write(root / "Weird.flac" / "inside.wav", sine(440, 0.25))
     good.append(inside)
     return {"good": good, "broken": broken, "ignored": ignored}
+
+
+def click_track(bpm: float = 128.0, seconds: float = 30.0, sr: int = 44100) -> np.ndarray:
+    """Decaying 1 kHz clicks every beat, accented on the bar (mono)."""
+    out = np.zeros(int(seconds * sr), np.float32)
+    t = np.arange(int(0.03 * sr)) / sr
+    for i, start in enumerate(np.arange(0, seconds, 60.0 / bpm)):
+        gain = 0.9 if i % 4 == 0 else 0.6
+        click = (gain * np.sin(2 * np.pi * 1000 * t) * np.exp(-t * 80)).astype(np.float32)
+        a = int(start * sr)
+        out[a : a + len(click)] += click[: len(out) - a]
+    return out[:, None]
+
+
+NOTE = {"C": 0, "C#": 1, "D": 2, "D#": 3, "E": 4, "F": 5, "F#": 6, "G": 7, "G#": 8, "A": 9, "A#": 10, "B": 11}
+
+
+def chord_progression(chords=(("C", "E", "G"), ("F", "A", "C"), ("C", "E", "G"), ("G", "B", "D"),
+                              ("C", "E", "G")), seconds_each: float = 3.0, sr: int = 44100) -> np.ndarray:
+    """Piano-like chords (harmonics decaying 1/k, note envelopes), octave 4, mono."""
+    t = np.arange(int(seconds_each * sr)) / sr
+    envelope = np.minimum(1.0, t / 0.01) * np.exp(-t * 0.8)
+    parts = []
+    for chord in chords:
+        tone = np.zeros_like(t)
+        for note in chord:
+            f0 = 261.63 * 2 ** (NOTE[note] / 12)
+            for k in range(1, 6):
+                tone += np.sin(2 * np.pi * f0 * k * t) / k
+        parts.append(0.15 * tone * envelope)
+    return np.concatenate(parts).astype(np.float32)[:, None]
+
+
+def sine_at_rms(dbfs: float, freq: float = 1000.0, seconds: float = 10.0, sr: int = 44100, channels: int = 1) -> np.ndarray:
+    """A sine whose RMS is `dbfs` (its peak is 3 dB higher)."""
+    return sine(freq, seconds, sr, channels, db=dbfs + 20 * np.log10(np.sqrt(2)))
+
+
+def white_noise(seconds: float = 20.0, sr: int = 44100, channels: int = 2, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((int(seconds * sr), channels))).astype(np.float32)
+
+
+def write_m4a(path: Path, samples: np.ndarray, sr: int = 44100) -> Path:
+    """AAC in MP4, which soundfile cannot write, through PyAV (FFmpeg in its wheel)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout = "stereo" if samples.shape[1] == 2 else "mono"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sr)
+        stream.layout = layout
+        for start in range(0, len(samples), 1024):
+            chunk = np.ascontiguousarray(samples[start : start + 1024].T, dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -91,7 +91,9 @@ def test_status_json_shape(scanned):
     data = json.loads(run_muscat("status", "--json", db=path).stdout)
     assert data["files"] == {"present": len(files["good"] + files["broken"]), "missing": 0}
     assert data["audio"] == 0  # nothing decoded yet
-    assert data["extractors"] == {}
+    assert list(data["extractors"]) == ["probe", "hpcp", "key", "loudness", "rhythm", "spectral"]
+    assert data["extractors"]["probe"] == {"done": 0, "pending": len(files["good"] + files["broken"]),
+                                           "stale": 0, "failed": 0}
     assert [r["path"] for r in data["roots"]] == [str(root)]
     text = run_muscat("status", db=path).stdout
     assert f"{len(files['good'] + files['broken'])} present" in text and str(root) in text
@@ -141,7 +143,7 @@ try:
     main()
 except SystemExit:
     pass
-print(sorted(m for m in ("torch", "essentia", "demucs", "sqlmodel", "pyarrow", "numpy") if m in sys.modules))
+print(sorted(m for m in ("torch", "essentia", "demucs", "sqlmodel", "pyarrow", "numpy", "soundfile") if m in sys.modules))
 """
     for cmd, extra in [("status", []), ("sql", ["SELECT count(*) FROM library"])]:
         out = subprocess.run([sys.executable, "-c", probe.format(cmd=cmd, extra=extra)],

@@ -122,4 +122,4 @@ SELECT feature, unit, count(x) AS count, avg(x) AS mean, stddev_samp(x) AS std,
        min(x) AS min, max(x) AS max
 FROM (SELECT * FROM scalars UNION ALL SELECT * FROM elements)
 GROUP BY extractor, position, element, feature, unit
-ORDER BY extractor, position, element;
+ORDER BY extractor <> 'probe', extractor, position, element;

@@ -1,0 +1,128 @@
+"""CPU extraction speed: muscat's CPU set against Essentia's MusicExtractor, in one run.
+
+Generates --tracks stereo FLAC tracks of --minutes each (chords, a beat, some noise), then:
+
+  muscat, 1 worker    muscat extract --workers 1 on a fresh catalogue (probe, rhythm, key,
+                      loudness, spectral, hpcp), process start and catalogue writes included
+  muscat, 2 workers   the same with --workers 2
+  MusicExtractor      essentia.standard.MusicExtractor on each file, one process, one core
+
+and reports audio seconds per CPU second and per wall second, the 1 -> 2 worker speed-up, and
+muscat (1 worker) against MusicExtractor as a ratio. Targets (issue 3): 1 worker no slower than
+MusicExtractor; 2 workers at least 1.8x one.
+
+    uv run python bench/extract_cpu.py [--tracks 12] [--minutes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+MUSCAT = Path(sys.executable).parent / "muscat"
+MUSIC_EXTRACTOR = """
+import sys, essentia
+essentia.log.warningActive = False
+essentia.log.infoActive = False
+import essentia.standard as es
+for path in sys.argv[1:]:
+    es.MusicExtractor()(path)
+"""
+
+
+def make_track(path: Path, seconds: float, seed: int, sr: int = 44100) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    roots = [0, 5, 7, 9]  # I IV V vi in some key
+    key = rng.integers(0, 12)
+    bpm = rng.uniform(90, 140)
+    out = np.zeros(len(t))
+    bar = 4 * 60 / bpm
+    for i, start in enumerate(np.arange(0, seconds, bar)):
+        a, b = int(start * sr), min(len(t), int((start + bar) * sr))
+        base = 220 * 2 ** ((key + roots[i % 4]) / 12)
+        seg = t[a:b] - t[a]
+        for interval in (0, 4, 7):
+            f = base * 2 ** (interval / 12)
+            out[a:b] += sum(np.sin(2 * np.pi * f * k * seg) / k for k in (1, 2, 3)) * np.exp(-seg)
+    for beat in np.arange(0, seconds, 60 / bpm):
+        a = int(beat * sr)
+        n = min(len(t) - a, int(0.05 * sr))
+        out[a : a + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (0.01 * sr))
+    out = 0.2 * out / np.max(np.abs(out)) + 0.01 * rng.standard_normal(len(t))
+    stereo = np.stack([out, np.roll(out, 100)], axis=1).astype(np.float32)
+    sf.write(path, stereo, sr, subtype="PCM_16")
+
+
+def measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, child processes included) of a command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({result.returncode}): {result.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def muscat_run(work: Path, library: Path, workers: int) -> tuple[float, float]:
+    db = work / f"bench-{workers}.duckdb"
+    for suffix in ("", ".wal"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    subprocess.run([str(MUSCAT), "--db", str(db), "scan", str(library)], check=True, capture_output=True)
+    return measured([str(MUSCAT), "--db", str(db), "extract", "--workers", str(workers)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, default=12)
+    parser.add_argument("--minutes", type=float, default=3.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="muscat-bench-"))
+    try:
+        library = work / "library"
+        library.mkdir()
+        paths = []
+        for i in range(args.tracks):
+            path = library / f"track{i:02d}.flac"
+            make_track(path, args.minutes * 60, seed=i)
+            paths.append(str(path))
+        audio_seconds = args.tracks * args.minutes * 60
+        print(f"{args.tracks} tracks x {args.minutes:g} min = {audio_seconds / 60:.0f} min of stereo 44.1 kHz FLAC",
+              flush=True)
+
+        results = {
+            "muscat, 1 worker": muscat_run(work, library, 1),
+            "muscat, 2 workers": muscat_run(work, library, 2),
+            "MusicExtractor": measured([sys.executable, "-c", MUSIC_EXTRACTOR, *paths]),
+        }
+        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+              f"{platform.system()} {platform.release()}\n")
+        print(f"{'':20} {'wall s':>8} {'CPU s':>8} {'audio s/CPU s':>14} {'audio s/wall s':>15}")
+        for name, (wall, cpu) in results.items():
+            print(f"{name:20} {wall:8.1f} {cpu:8.1f} {audio_seconds / cpu:14.1f} {audio_seconds / wall:15.1f}")
+        one, two, reference = (results[k][0] for k in results)
+        speedup = one / two
+        versus = reference / one
+        print(f"\n2 workers vs 1:            {speedup:.2f}x  (target >= 1.8x: {'ok' if speedup >= 1.8 else 'MISSED'})")
+        print(f"1 worker vs MusicExtractor: {versus:.2f}x  (target >= 1.0x: {'ok' if versus >= 1.0 else 'MISSED'})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
