@@ -181,7 +181,8 @@ def sql(obj: Context, query: str, fmt: str) -> None:
 
     Statements that would change anything (INSERT, DELETE, DROP, CREATE, ATTACH, COPY ... TO,
     SET, ...) are refused with exit status 2, and nothing runs. Views to start from:
-    library, and the tables roots, files, audio, scan_problems.
+    library, track_features (a column per feature), features, feature_vectors,
+    feature_units, feature_stats, pending, failed.
 
     \b
     Example:
@@ -189,7 +190,7 @@ def sql(obj: Context, query: str, fmt: str) -> None:
     """
     from catalog import formatting
 
-    columns, rows = catalog.query(obj.database(), query)
+    columns, rows = catalog.query(obj.database(), query, obj.settings)
     if fmt == "json":
         click.echo(formatting.rows_to_json(columns, rows))
     elif fmt == "csv":

@@ -33,6 +33,7 @@ _EXPORTS = {
     "status": "catalog.status",
     "stats": "catalog.status",
     "extractors": "catalog.status",
+    "sync_extractors": "catalog.status",
     "extract": "catalog.extraction",
     "ExtractReport": "catalog.extraction",
     "query": "catalog.query",

@@ -160,10 +160,10 @@ def extract(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExtractReport:
     """Run pending work with a pool of worker processes; see the module's docstring."""
-    from . import extractor_state
+    from .status import sync_extractors
 
     probe, extractors = select_extractors(settings, only)
-    extractor_state.sync(db, load_extractors(settings))
+    sync_extractors(db, settings)
     report = ExtractReport()
     writer = ResultWriter(db)
     coordinator = _Coordinator(probe, writer, report, progress)

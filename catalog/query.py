@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import QueryError, ReadOnlyViolation
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .database import Database
 
 # SELECT covers SHOW, DESCRIBE, SUMMARIZE, FROM-first queries and UNPIVOT; MULTI is a PIVOT,
@@ -37,10 +38,19 @@ def check_read_only(sql: str) -> None:
             )
 
 
-def query(db: Database, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run read-only SQL; returns column names and rows of the last statement."""
+def query(db: Database, sql: str, settings: Settings | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run read-only SQL; returns column names and rows of the last statement.
+
+    With `settings`, the catalogue's record of the extractors is brought in step with the
+    configuration first, so that `pending`, `stale` and `track_features` reflect it.
+    """
     check_read_only(sql)
     import duckdb
+
+    if settings is not None:
+        from .status import sync_extractors
+
+        sync_extractors(db, settings)
 
     with db.read() as con:
         try:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
     """Counts in the shape of `muscat status --json` (contract), plus the roots."""
     if settings is not None:
-        _sync(db, settings)
+        sync_extractors(db, settings)
     with db.read() as con:
         present, missing = con.execute(
             "SELECT count(*) FILTER (WHERE status = 'present'), count(*) FILTER (WHERE status = 'missing') "
@@ -67,7 +67,7 @@ def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
 def stats(db: Database, settings: Settings, features: list[str] | None = None) -> list[dict[str, Any]]:
     """Rows of `feature_stats`, optionally only the named features (a vector's name selects
     all its elements)."""
-    _sync(db, settings)
+    sync_extractors(db, settings)
     with db.read() as con:
         rows = con.execute(
             """
@@ -100,7 +100,8 @@ def extractors(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _sync(db: Database, settings: Settings) -> None:
+def sync_extractors(db: Database, settings: Settings) -> None:
+    """Record the configured extractors' identities and outputs in the catalogue if they changed."""
     from . import extractor_state
     from .registry import load_extractors
 
