@@ -68,25 +68,27 @@ def _path(root: str, dir: str, name: str, raw: bytes | None) -> bytes:
 class _Plan:
     """Jobs to run, from the catalogue's current state."""
 
-    def __init__(self, db: Database, probe: LoadedExtractor, extractors: list[LoadedExtractor],
-                 retry_failed: bool) -> None:
+    def __init__(self, db: Database, extractors: list[LoadedExtractor], retry_failed: bool,
+                 file_ids: list[int] | None = None, first_job_id: int = 0, load_known: bool = True) -> None:
         import pyarrow as pa
 
         self.extractors = {e.name: e for e in extractors}
         self.jobs: list[Job] = []
         self.paths: dict[int, str] = {}  # job_id -> display path
-        self.previous_audio: dict[int, str | None] = {}  # probe jobs: the audio the file held
+        self.next_job_id = first_job_id
         names = pa.table({"extractor": pa.array(list(self.extractors), pa.string())})
+        only = "" if file_ids is None else "AND f.file_id IN (SELECT file_id FROM only_files)"
         with db.read() as con:
             con.register("chosen", names)
+            con.register("only_files", pa.table({"file_id": pa.array(file_ids or [], pa.int64())}))
             to_probe = con.execute(
-                """
+                f"""
                 SELECT f.file_id, r.path, f.dir, f.name, f.raw_path, f.audio_id, l.path
                 FROM files f JOIN roots r USING (root_id) JOIN library l USING (file_id)
-                WHERE f.probed_at IS NULL OR f.changed_at > f.probed_at
+                WHERE (f.probed_at IS NULL OR f.changed_at > f.probed_at
                    OR (? AND f.file_id IN (
                         SELECT file_id FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
-                        WHERE r.extractor = 'probe' AND r.status = 'failed'))
+                        WHERE r.extractor = 'probe' AND r.status = 'failed'))) {only}
                 ORDER BY f.file_id
                 """,
                 [retry_failed],
@@ -110,7 +112,7 @@ class _Plan:
                     SELECT f.audio_id, min(f.file_id) AS file_id
                     FROM files f
                     WHERE f.status = 'present' AND f.audio_id IN (SELECT audio_id FROM chosen_work)
-                      AND f.probed_at IS NOT NULL AND f.changed_at <= f.probed_at
+                      AND f.probed_at IS NOT NULL AND f.changed_at <= f.probed_at {only}
                     GROUP BY f.audio_id
                 )
                 SELECT s.audio_id, s.file_id, r.path, f.dir, f.name, f.raw_path, l.path,
@@ -123,8 +125,9 @@ class _Plan:
             ).fetchall()
             # Audio the catalogue knows, with what already ran on it (current identities):
             # for deciding, once a file is identified, whether its audio needs anything.
-            self.known: dict[str, set[str]] = {}
-            if to_probe:
+            self.known: dict[str, set[str]] | None = None
+            if to_probe and load_known:
+                self.known = {}
                 for audio_id, extractor in con.execute(
                     """
                     SELECT a.audio_id, r.extractor FROM audio a
@@ -139,16 +142,17 @@ class _Plan:
                     if extractor is not None:
                         done.add(extractor)
             con.unregister("chosen")
-        for file_id, root, dir_, name, raw, previous, display in to_probe:
-            job = Job(len(self.jobs), _path(root, dir_, name, raw), file_id, probe=True)
-            self.jobs.append(job)
-            self.paths[job.job_id] = display
-            self.previous_audio[job.job_id] = previous
+            con.unregister("only_files")
+        for file_id, root, dir_, name, raw, _, display in to_probe:
+            self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=True), display)
         for audio_id, file_id, root, dir_, name, raw, display, names_ in to_extract:
-            job = Job(len(self.jobs), _path(root, dir_, name, raw), file_id, probe=False,
-                      expected_audio_id=audio_id, extractors=tuple(names_))
-            self.jobs.append(job)
-            self.paths[job.job_id] = display
+            self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=False,
+                          expected_audio_id=audio_id, extractors=tuple(names_)), display)
+
+    def _add(self, job: Job, display: str) -> None:
+        self.jobs.append(job)
+        self.paths[job.job_id] = display
+        self.next_job_id += 1
 
 
 def extract(
@@ -160,63 +164,69 @@ def extract(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExtractReport:
     """Run pending work with a pool of worker processes; see the module's docstring."""
-    from .status import sync_extractors
-
-    probe, extractors = select_extractors(settings, only)
-    sync_extractors(db, settings)
-    report = ExtractReport()
-    writer = ResultWriter(db)
-    coordinator = _Coordinator(probe, writer, report, progress)
-    # Workers start now: their imports (Essentia: about a second) overlap the planning.
-    coordinator.start_workers(settings, workers or settings.workers)
+    engine = Engine(db, settings, only, retry_failed, progress)
+    # Workers start first: their imports (Essentia: about a second) overlap the planning.
+    engine.start_workers(workers or settings.workers)
     try:
-        plan = _Plan(db, probe, extractors, retry_failed)
-        report.files = len(plan.jobs)
-        coordinator.run(plan, settings)
+        engine.plan()
+        engine.trim_workers()
+        while not engine.idle:
+            engine.step(timeout=0.5)
     except KeyboardInterrupt:
-        report.interrupted = True
+        engine.report.interrupted = True
     finally:
-        coordinator.stop()
-        writer.flush()
-    return report
+        engine.stop()
+    return engine.report
 
 
-class _Coordinator:
-    def __init__(self, probe: LoadedExtractor, writer: ResultWriter, report: ExtractReport,
-                 progress: Callable[[int, int], None] | None) -> None:
-        self.probe = probe
-        self.writer = writer
-        self.report = report
+class Engine:
+    """A worker pool, a job queue and the writer: `extract` runs it dry, `watch` keeps it fed.
+
+    `plan()` queues pending work (all of it, or that of some files, at the front of the queue);
+    `step()` hands jobs to idle workers and handles what they report for up to `timeout`
+    seconds. A job is never queued twice while it waits or runs.
+    """
+
+    def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
+                 retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
+                 keep_results_when_locked: bool = False) -> None:
+        from .status import sync_extractors
+
+        self.db = db
+        self.settings = settings
+        self.probe, self.extractors = select_extractors(settings, only)
+        self.by_name = {e.name: e for e in self.extractors}
+        sync_extractors(db, settings)
+        self.retry_failed = retry_failed
         self.progress = progress
-        self.plan: _Plan
+        self.report = ExtractReport()
+        self.writer = ResultWriter(db, keep_when_locked=keep_results_when_locked)
         self.queue: deque[Job] = deque()
+        self.paths: dict[int, str] = {}  # job_id -> display path
+        self.queued: set[tuple[bool, int]] = set()  # (probe?, file_id) of jobs waiting or running
         self.workers: list[Worker] = []
-        self.in_flight: dict[str, int] = {}  # audio_id -> job extracting it in this pass
+        self.size = 0
+        self.next_job_id = 0
+        self.in_flight: dict[str, int] = {}  # audio_id -> job extracting it now
         self.audio_of: dict[int, str] = {}  # job_id -> its audio, once known
+        # Audio -> extractors done on it (current identities): loaded with the first plan that
+        # has files to identify, then kept up to date from this engine's own results.
+        self.known: dict[str, set[str]] | None = None
         self.done_jobs = 0
 
-    def start_workers(self, settings: Settings, size: int) -> None:
-        self.workers = [Worker(settings) for _ in range(max(1, size))]
+    # -- the pool --------------------------------------------------------------------------
 
-    def run(self, plan: _Plan, settings: Settings) -> None:
-        self.plan = plan
-        self.queue = deque(plan.jobs)
-        for spare in self.workers[len(plan.jobs) or 1 :]:  # more workers than files
+    def start_workers(self, size: int) -> None:
+        self.size = max(1, size)
+        while len(self.workers) < self.size:
+            self.workers.append(Worker(self.settings))
+
+    def trim_workers(self) -> None:
+        """Stop workers beyond the number of jobs (a short run needs no full pool)."""
+        keep = max(1, len(self.queue))
+        for spare in self.workers[keep:]:
             spare.stop()
-        del self.workers[len(plan.jobs) or 1 :]
-        for worker in self.workers:
-            self._feed(worker)
-        while any(w.job is not None for w in self.workers):
-            busy = {w.conn: w for w in self.workers if w.job is not None}
-            for conn in wait(list(busy), timeout=0.5):
-                worker = busy[conn]
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    self._crashed(worker, settings)
-                    continue
-                self._handle(worker, message)
-            self.writer.maybe_flush()
+        del self.workers[keep:]
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -225,8 +235,67 @@ class _Coordinator:
             else:
                 worker.stop()
         self.workers = []
+        self.writer.flush()
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and all(w.job is None for w in self.workers)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue) + sum(w.job is not None for w in self.workers)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self, file_ids: list[int] | None = None, front: bool = False) -> int:
+        """Queue pending work (of `file_ids` only, when given); returns the number of new jobs."""
+        plan = _Plan(self.db, self.extractors, self.retry_failed, file_ids, self.next_job_id,
+                     load_known=self.known is None)
+        self.next_job_id = plan.next_job_id
+        if plan.known is not None:
+            self.known = plan.known
+        fresh = [j for j in plan.jobs if (j.probe, j.file_id) not in self.queued]
+        for job in fresh:
+            self.queued.add((job.probe, job.file_id))
+            self.paths[job.job_id] = plan.paths[job.job_id]
+        if front:
+            self.queue.extendleft(reversed(fresh))
+        else:
+            self.queue.extend(fresh)
+        self.report.files += len(fresh)
+        if fresh and len(self.workers) < self.size:
+            self.start_workers(self.size)
+        return len(fresh)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def step(self, timeout: float) -> None:
+        if not self.workers and self.queue:
+            self.start_workers(self.size or self.settings.workers)
+        for worker in self.workers:
+            if worker.job is None:
+                self._feed(worker)
+        busy = {w.conn: w for w in self.workers if w.job is not None}
+        if busy:
+            for conn in wait(list(busy), timeout=timeout):
+                worker = busy[conn]
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    self._crashed(worker)
+                    continue
+                self._handle(worker, message)
+        elif timeout:
+            import time
+
+            time.sleep(timeout)
+        self.writer.maybe_flush()
 
     def _feed(self, worker: Worker) -> None:
+        # Results that cannot be written yet wait in memory: past a bound, take no more work.
+        if self.writer.buffered >= self.writer.max_buffered:
+            worker.job = None
+            return
         worker.job = self.queue.popleft() if self.queue else None
         worker.running = None
         if worker.job is not None:
@@ -238,11 +307,11 @@ class _Coordinator:
         audio_id = self.audio_of.pop(job.job_id, None)
         if audio_id is not None and self.in_flight.get(audio_id) == job.job_id:
             del self.in_flight[audio_id]
+        self.queued.discard((job.probe, job.file_id))
         self.done_jobs += 1
         if self.progress:
-            self.progress(self.done_jobs, len(self.plan.jobs))
+            self.progress(self.done_jobs, self.report.files)
         self._feed(worker)
-
     def _handle(self, worker: Worker, message: tuple) -> None:
         kind, job_id = message[0], message[1]
         job = worker.job
@@ -263,7 +332,9 @@ class _Coordinator:
             worker.running = None
             audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
             status = "ok" if error is None else "failed"
-            self.writer.add_run(Run(self.plan.extractors[name], audio_id, job.file_id, status, started_at,
+            if audio_id is not None and self.known is not None and (status == "ok" or not self.retry_failed):
+                self.known.setdefault(audio_id, set()).add(name)
+            self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, status, started_at,
                                     seconds, audio_seconds, values or {}, error))
             self._count(status, job, name, error)
         elif kind == "unreadable":
@@ -286,8 +357,8 @@ class _Coordinator:
         if audio_id in self.in_flight:
             self.report.skipped += 1
             return []
-        done = self.plan.known.get(audio_id, set())
-        needed = [name for name in self.plan.extractors if name not in done]
+        done = (self.known or {}).get(audio_id, set())
+        needed = [name for name in self.by_name if name not in done]
         if not needed:
             self.report.skipped += 1
         else:
@@ -299,9 +370,9 @@ class _Coordinator:
             self.report.ok += 1
         else:
             self.report.failed += 1
-            self.report.failures.append((self.plan.paths[job.job_id], name, error or ""))
+            self.report.failures.append((self.paths[job.job_id], name, error or ""))
 
-    def _crashed(self, worker: Worker, settings: Settings) -> None:
+    def _crashed(self, worker: Worker) -> None:
         """A worker died mid-job (a crash in a decoder, say): record it, carry on with a new one."""
         job = worker.job
         assert job is not None
@@ -316,10 +387,10 @@ class _Coordinator:
                                     error=f"{reason} while decoding"))
             self._count("failed", job, PROBE, reason)
         elif name is not None:
-            self.writer.add_run(Run(self.plan.extractors[name], audio_id, job.file_id, "failed", now, 0.0,
+            self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, "failed", now, 0.0,
                                     None, error=f"{reason} while running {name}"))
             self._count("failed", job, name, reason)
-        replacement = Worker(settings)
+        replacement = Worker(self.settings)
         self.workers[self.workers.index(worker)] = replacement
         replacement.job = job
         self._finish_job(replacement)

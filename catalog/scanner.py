@@ -46,6 +46,8 @@ class ScanReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     # (root, reason) for roots left alone because they look offline.
     offline: list[tuple[str, str]] = field(default_factory=list)
+    # When the scan wrote: files it added, changed or moved have `changed_at` equal to it.
+    scanned_at: datetime | None = None
 
     @property
     def errors(self) -> int:
@@ -73,18 +75,24 @@ def scan(
     settings: Settings,
     progress: Callable[[int, int], None] | None = None,
     allow_empty: bool = False,
+    recursive: bool = True,
+    defer: Callable[[bytes, os.stat_result], bool] | None = None,
 ) -> ScanReport:
     """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them.
 
     A root that is empty although the catalogue holds files from it is left alone, as an
-    unmounted drive would be, unless `allow_empty` says it was emptied on purpose.
+    unmounted drive would be, unless `allow_empty` says it was emptied on purpose; a folder
+    inside a present root that no longer exists was deleted, and its files are missing.
+    `recursive=False` looks at the folders' own files only; `defer(path, stat)` names files
+    that may still be being written, which are neither added nor marked missing yet.
     """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
     # Creating a catalogue keeps this process busy while the walk runs: leave it a core then.
     cores = os.cpu_count() or 1
     walkers = min(4, cores if db.path.exists() else max(1, cores - 1))
     walking = walker.start_walk(
-        roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers
+        roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
+        recursive=recursive, defer=defer,
     )
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
@@ -145,9 +153,10 @@ class _Reconcile:
         self.con = con
         self.allow_empty = allow_empty
         self.now = datetime.now(timezone.utc).replace(tzinfo=None)
-        self.report = ScanReport()
+        self.report = ScanReport(scanned_at=self.now)
         self.changed: list[_ChangedFolder] = []
         self.gone_dirs: list[tuple[int, str]] = []  # folders that no longer hold audio files
+        self.deferred: list[tuple[int, str]] = []  # (root_id, relpath) of files not settled yet
         self.problem_rows: list[tuple[int, str, str]] = []
         self.scanned: list[tuple[int, str]] = []  # (root_id, prefix) whose problems are replaced
         # For each row of `seen` (by seen_id): its folder's index in `changed`, and its name.
@@ -205,22 +214,25 @@ class _Reconcile:
 
     def _compare_folders(self, walk: walker.Walk) -> None:
         root_id, prefix = self._locate(walk.root)
+        root_path = walk.root[: len(walk.root) - len(prefix)].rstrip("/") if prefix else walk.root
         if walk.offline_reason is not None:
-            self._offline(root_id, walk.root, walk.offline_reason)
-            return
+            if not (prefix and root_id is not None and os.path.isdir(root_path) and not os.path.exists(walk.root)):
+                self._offline(root_id, walk.root, walk.offline_reason)
+                return
+            # A folder inside a present root is gone: deleted or moved away, not unmounted.
+            walk = walker.Walk(root=walk.root, recursive=True)
         if root_id is None:
             root_id = self._register(walk.root)
-        root_path = walk.root[: len(walk.root) - len(prefix)].rstrip("/") if prefix else walk.root
+        scope = "(? = '' OR dir = ? OR starts_with(dir, ? || '/'))" if walk.recursive else "(? = ? AND dir = ?)"
         stored = {
             d: (fp, n)
             for d, fp, n in self.con.execute(
-                "SELECT dir, fingerprint, files FROM dirs WHERE root_id = ? "
-                "AND (? = '' OR dir = ? OR starts_with(dir, ? || '/'))",
+                f"SELECT dir, fingerprint, files FROM dirs WHERE root_id = ? AND {scope}",
                 [root_id, prefix, prefix, prefix],
             ).fetchall()
         }
         stored_files = sum(n for _, n in stored.values())
-        if walk.file_count == 0 and stored_files > 0 and not self.allow_empty:
+        if not prefix and walk.file_count == 0 and stored_files > 0 and not walk.deferred and not self.allow_empty:
             self._offline(
                 root_id,
                 walk.root,
@@ -230,6 +242,7 @@ class _Reconcile:
             return
 
         unreadable = [_join(prefix, _decode(u)[0]) for u in walk.unreadable]
+        self.deferred += [(root_id, _join(prefix, _decode(d)[0])) for d in walk.deferred]
         for problem in walk.problems:
             path = f"{root_path}/{_join(prefix, _decode(problem.path)[0])}"
             self.report.problems.append((path, problem.reason))
@@ -328,12 +341,19 @@ class _Reconcile:
             LEFT JOIN files f ON f.root_id = s.root_id AND f.dir = s.dir AND f.name = s.name
             """
         )
-        # Files present in a changed folder before, and not found there now.
+        # Files present in a changed folder before, and not found there now (a file still being
+        # written was left out of the listing, but is not gone).
+        con.register("deferred_arrow", pa.table({
+            "root_id": pa.array([r for r, _ in self.deferred], pa.int32()),
+            "relpath": pa.array([p for _, p in self.deferred], pa.string()),
+        }))
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE gone AS
             SELECT f.file_id FROM files f JOIN changed_dirs_arrow c USING (root_id, dir)
             WHERE f.status = 'present' AND f.file_id NOT IN (SELECT file_id FROM seen WHERE file_id IS NOT NULL)
+              AND (f.root_id, CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END)
+                  NOT IN (SELECT (root_id, relpath) FROM deferred_arrow)
             """
         )
         unchanged, changed, reappeared = con.execute(
@@ -414,7 +434,7 @@ class _Reconcile:
             "files": pa.array([f.listing.count for f in self.changed], pa.int32()),
         }))
         con.execute("INSERT INTO dirs SELECT root_id, dir, fingerprint, files FROM new_dirs_arrow")
-        for name in ("changed_dirs_arrow", "seen_arrow", "moves_arrow", "new_dirs_arrow"):
+        for name in ("changed_dirs_arrow", "seen_arrow", "moves_arrow", "new_dirs_arrow", "deferred_arrow"):
             con.unregister(name)
         con.execute("DROP TABLE temp.seen")
         con.execute("DROP TABLE temp.gone")

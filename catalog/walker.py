@@ -75,6 +75,10 @@ class Walk:
     unreadable: list[bytes] = field(default_factory=list)
     # Set when the root itself could not be walked (absent, not a folder, unreadable).
     offline_reason: str | None = None
+    # False when only the root folder's own files were listed, not its subfolders.
+    recursive: bool = True
+    # Files left out because they may still be being written: neither new nor gone yet.
+    deferred: list[bytes] = field(default_factory=list)
 
     @property
     def file_count(self) -> int:
@@ -100,18 +104,21 @@ def walk(
     progress: Callable[[int, int], None] | None = None,
     top_folders: set[bytes] | None = None,
     root_files: bool = True,
+    defer: Callable[[bytes, os.stat_result], bool] | None = None,
 ) -> Walk:
     """List every audio file under `root`.
 
     A split walk gives each process a share of the root's subfolders (`top_folders`), and
-    one of them the root's own files (`root_files`).
+    one of them the root's own files (`root_files`); `top_folders=set()` lists the root folder
+    alone. `defer(path, stat)` says which files may still be being written: they are listed in
+    `deferred` instead.
 
     Follows symbolic links (a library assembled from links is common) but enters each
     directory once, so link loops end. Hidden files and folders are skipped, and so are
     `skip_dirs` (the catalogue's own artifacts folder when it lies inside a root).
     `progress(files, folders)` is called every 0.2 s or so.
     """
-    result = Walk(root=root)
+    result = Walk(root=root, recursive=top_folders is None or bool(top_folders))
     wanted = {e.lower().lstrip(".").encode() for e in extensions}
     root_b = os.fsencode(root)
     try:
@@ -203,6 +210,9 @@ def walk(
                     continue
                 if not stat_module.S_ISREG(st.st_mode):
                     continue
+                if defer is not None and defer(entry.path, st):
+                    result.deferred.append(child)
+                    continue
                 records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
         if records:
             result.listings.append(pack_listing(rel, records, keys.get(rel, (0, 0))))
@@ -266,6 +276,7 @@ def _merge(root: str, parts: list[Walk]) -> Walk:
             merged.offline_reason = part.offline_reason
         merged.problems += part.problems
         merged.unreadable += part.unreadable
+        merged.deferred += part.deferred
     keys: set[tuple[int, int]] = set()
     for listing in sorted((x for part in parts for x in part.listings), key=lambda x: x.dir):
         if listing.key in keys and listing.key != (0, 0):
@@ -290,18 +301,23 @@ def start_walk(
     skip_dirs: Iterable[str] = (),
     progress: Callable[[int, int], None] | None = None,
     processes: int | None = None,
+    recursive: bool = True,
+    defer: Callable[[bytes, os.stat_result], bool] | None = None,
 ) -> BackgroundWalk | _InlineWalk:
     """Walk `roots` in forked children (one per core, up to 4), or in this process.
 
     Each child takes every n-th top-level folder of each root; the first also lists the
-    roots' own files. The children's results are merged per root.
+    roots' own files. The children's results are merged per root. Shallow walks
+    (`recursive=False`) and deferring walks run in this process.
     """
     extensions = list(extensions)
     skip_dirs = list(skip_dirs)
     # Forking a process that may run native threads (duckdb's, torch's) risks a child stuck on
     # a lock another thread held: only fork while neither is loaded, as in a fresh CLI process.
-    if not hasattr(os, "fork") or "duckdb" in sys.modules or "torch" in sys.modules:
-        return _InlineWalk([walk(r, extensions, skip_dirs, progress) for r in roots])
+    if (not hasattr(os, "fork") or "duckdb" in sys.modules or "torch" in sys.modules
+            or not recursive or defer is not None):
+        top = None if recursive else set()
+        return _InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
     n = processes or max(1, min(4, os.cpu_count() or 1))
     tops = [_top_folders(r) for r in roots]
     counts = _SharedCounts(n)

@@ -52,8 +52,19 @@ class Probed:
 
 
 class ResultWriter:
-    def __init__(self, db: Database, flush_seconds: float = 1.0, flush_runs: int = 500) -> None:
+    """Buffers results and writes them in batches.
+
+    With `keep_when_locked` (the watcher), a catalogue held by another process is not an error:
+    results stay in memory and the next flush tries again; callers stop taking new work once
+    `max_buffered` results wait, so memory stays bounded and nothing is dropped.
+    """
+
+    def __init__(self, db: Database, flush_seconds: float = 1.0, flush_runs: int = 500,
+                 keep_when_locked: bool = False, max_buffered: int = 20000) -> None:
         self.db = db
+        self.keep_when_locked = keep_when_locked
+        self.max_buffered = max_buffered
+        self.lock_warning: str | None = None
         self.flush_seconds = flush_seconds
         self.flush_runs = flush_runs
         self.host = socket.gethostname()
@@ -86,6 +97,19 @@ class ResultWriter:
         if not self.buffered:
             self._last_flush = time.monotonic()
             return
+        from .errors import CatalogLocked
+
+        try:
+            self._write_all()
+        except CatalogLocked as exc:
+            if not self.keep_when_locked:
+                raise
+            self.lock_warning = f"{exc}; {self.buffered} results wait in memory"
+            self._last_flush = time.monotonic()
+            return
+        self.lock_warning = None
+
+    def _write_all(self) -> None:
         with self.db.write() as con:
             self._write_probed(con)
             self._write_runs(con)
