@@ -126,15 +126,94 @@ def scan(obj: Context, paths: tuple[str, ...], as_json: bool, allow_empty: bool)
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the scan's counts as JSON.")
+@click.option("--no-extract", is_flag=True, help="Only keep the catalogue of files up to date; extract nothing.")
+@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="Without close events (polling), a file counts once unchanged this long.")
+@click.option("--poll", is_flag=True, help="Poll every root instead of following events.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often polled roots (--poll, network file systems) are rescanned.")
+@click.option("--full-rescan", type=click.FloatRange(min=1), default=3600.0, show_default=True, metavar="SECONDS",
+              help="How often every root is rescanned whole, whatever the events said.")
+@click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="Where GPU extractors run.")
 @click.pass_obj
-def watch(obj: Context, paths: tuple[str, ...], as_json: bool) -> None:
-    """Scan folders, then follow their changes (following is not built yet: it scans once)."""
+def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float, poll: bool,
+          poll_interval: float, full_rescan: float, workers: int | None, device: str) -> None:
+    """Scan folders, then follow their changes and extract new audio, until Ctrl-C or SIGTERM.
+
+    New, changed, moved and deleted files reach the catalogue within seconds; files still
+    being written are taken once their writer closes them (or, when polling, once they have
+    not changed for --settle seconds). New files are extracted first, then the backlog. Roots
+    on network file systems are polled. Other programs can query the catalogue throughout.
+    On Ctrl-C or SIGTERM, finished results are written and work in progress is picked up on
+    the next start.
+    """
+    import signal
+    import threading
+    import time as clock
+
+    _device_option(device)
     settings = obj.settings
-    report = catalog.scan(obj.database(), paths, settings, progress=_scan_progress())
-    code = _print_scan(report, as_json)
-    _warn("following changes after the scan is not built yet; run `muscat scan` again to update")
-    sys.exit(code)
+    database = obj.database()
+    status_line = sys.stderr.isatty()
+
+    def log(message: str) -> None:
+        if status_line:
+            sys.stderr.write("\r\033[K")
+        click.echo(f"{clock.strftime('%H:%M:%S')} {message}", err=True)
+
+    engine = None if no_extract else catalog.Engine(database, settings, keep_results_when_locked=True)
+    if engine is not None:
+        engine.size = workers or settings.workers
+    watcher = catalog.Watcher(database, settings, list(paths), settle=settle, poll=poll,
+                              poll_interval=poll_interval, full_rescan=full_rescan, engine=engine, log=log)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+
+    report = watcher.start()
+    log("scanned: " + ", ".join(f"{n:,} {k}" for k, n in report.to_json().items()))
+    for root, reason in report.offline:
+        log(f"{root}: {reason}; left as it was, nothing marked missing")
+    seen_failures = 0
+    last_shown = 0.0
+    done_before, since = 0, clock.monotonic()
+
+    def tick() -> None:
+        nonlocal seen_failures, last_shown, done_before, since
+        if engine is not None:
+            for path, extractor, error in engine.report.failures[seen_failures:]:
+                log(f"{path}: {extractor}: {error}")
+            seen_failures = len(engine.report.failures)
+            if engine.writer.lock_warning:
+                log(engine.writer.lock_warning)
+        now = clock.monotonic()
+        if now - last_shown < (0.5 if status_line else 30.0):
+            return
+        last_shown = now
+        done = engine.done_jobs if engine else 0
+        rate = (done - done_before) / max(now - since, 1e-6)
+        done_before, since = done, now
+        queue = engine.waiting if engine else 0
+        polled = f" ({watcher.stats.polled} polled)" if watcher.stats.polled else ""
+        line = (f"watching {len(watcher.roots)} root{'s' if len(watcher.roots) != 1 else ''}{polled} · "
+                f"queue {queue:,} · {rate:.1f} files/s · {done:,} done · {seen_failures:,} failed")
+        if status_line:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif done or queue:
+            click.echo(f"{clock.strftime('%H:%M:%S')} {line}", err=True)
+
+    try:
+        watcher.run(stopping, tick)
+    finally:
+        watcher.stop()
+        if engine is not None:
+            engine.stop()
+        if status_line:
+            sys.stderr.write("\r\033[K")
+        log("stopped: finished results are written; work in progress resumes on the next start")
+    sys.exit(EXIT_OK)
 
 
 @main.command()

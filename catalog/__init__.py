@@ -35,6 +35,8 @@ _EXPORTS = {
     "extractors": "catalog.status",
     "sync_extractors": "catalog.status",
     "extract": "catalog.extraction",
+    "Engine": "catalog.extraction",
+    "Watcher": "catalog.watcher",
     "ExtractReport": "catalog.extraction",
     "query": "catalog.query",
 }

@@ -48,6 +48,8 @@ class ScanReport:
     offline: list[tuple[str, str]] = field(default_factory=list)
     # When the scan wrote: files it added, changed or moved have `changed_at` equal to it.
     scanned_at: datetime | None = None
+    # Absolute paths of files left out as possibly still being written.
+    deferred: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -232,7 +234,8 @@ class _Reconcile:
             ).fetchall()
         }
         stored_files = sum(n for _, n in stored.values())
-        if not prefix and walk.file_count == 0 and stored_files > 0 and not walk.deferred and not self.allow_empty:
+        if (not prefix and walk.recursive and walk.file_count == 0 and stored_files > 0
+                and not walk.deferred and not self.allow_empty):
             self._offline(
                 root_id,
                 walk.root,
@@ -242,7 +245,9 @@ class _Reconcile:
             return
 
         unreadable = [_join(prefix, _decode(u)[0]) for u in walk.unreadable]
-        self.deferred += [(root_id, _join(prefix, _decode(d)[0])) for d in walk.deferred]
+        deferred = [_join(prefix, _decode(d)[0]) for d in walk.deferred]
+        self.deferred += [(root_id, rel) for rel in deferred]
+        self.report.deferred += [f"{root_path}/{rel}" for rel in deferred]
         for problem in walk.problems:
             path = f"{root_path}/{_join(prefix, _decode(problem.path)[0])}"
             self.report.problems.append((path, problem.reason))

@@ -1,0 +1,217 @@
+"""A real watcher on a temporary library: settling, moves, bursts, lost events, readers, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from audio import click_track, sine, write
+from conftest import MUSCAT, assert_intact, rows, run_muscat
+
+import catalog
+
+
+def wait_for(check, timeout: float = 30.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
+
+
+@contextlib.contextmanager
+def watching(db: Path, root: Path, *options: str):
+    proc = subprocess.Popen([str(MUSCAT), "--db", str(db), "watch", str(root), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    database = catalog.Database(db, lock_timeout=30)
+    try:
+        wait_for(lambda: db.exists() and rows(database, "SELECT count(*) FROM roots")[0][0] == 1)
+        time.sleep(0.5)  # the observer is up once the first scan has been written
+        yield proc, database
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def paths(database) -> set[str]:
+    return {p for (p,) in rows(database, "SELECT path FROM library")}
+
+
+def test_slow_copy_is_taken_once_after_it_completes(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    source = write(tmp_path / "source.wav", click_track(120, 8))
+    data = source.read_bytes()
+    target = root / "slow.wav"
+    with watching(tmp_path / "c.duckdb", root, "--settle", "1") as (proc, database):
+        with open(target, "wb") as out:
+            for start in range(0, len(data), len(data) // 8):
+                out.write(data[start : start + len(data) // 8])
+                out.flush()
+                time.sleep(0.4)
+                assert str(target) not in paths(database), "a file still being written was catalogued"
+        wait_for(lambda: rows(database, "SELECT count(*) FROM runs WHERE extractor = 'rhythm'")[0][0] == 1)
+        assert rows(database, "SELECT count(*) FROM runs WHERE extractor = 'probe'") == [(1,)]
+        assert rows(database, "SELECT count(*) FROM runs WHERE status = 'failed'") == [(0,)]
+        assert rows(database, "SELECT size FROM library") == [(len(data),)]
+    assert proc.returncode == 0
+
+
+def test_moves_keep_identity_and_a_folder_moved_out_goes_missing(tmp_path):
+    root = tmp_path / "Music"
+    write(root / "Album" / "one.wav", sine(300, 1.0))
+    write(root / "Album" / "two.wav", sine(400, 1.0))
+    write(root / "single.wav", sine(500, 1.0))
+    with watching(tmp_path / "c.duckdb", root, "--no-extract") as (proc, database):
+        # Files younger than --settle when the watcher starts are taken once they have settled.
+        wait_for(lambda: len(paths(database)) == 3)
+        before = dict(rows(database, "SELECT path, file_id FROM library"))
+        (root / "single.wav").rename(root / "renamed.wav")
+        (root / "Album").rename(root / "Album (2024)")
+        wait_for(lambda: str(root / "Album (2024)" / "two.wav") in paths(database)
+                 and str(root / "renamed.wav") in paths(database))
+        after = dict(rows(database, "SELECT path, file_id FROM library"))
+        assert after[str(root / "renamed.wav")] == before[str(root / "single.wav")]
+        assert after[str(root / "Album (2024)" / "one.wav")] == before[str(root / "Album" / "one.wav")]
+        assert rows(database, "SELECT count(*) FROM files WHERE status = 'missing'") == [(0,)]
+
+        shutil.move(str(root / "Album (2024)"), str(tmp_path / "elsewhere"))  # out of the tree
+        wait_for(lambda: rows(database, "SELECT count(*) FROM files WHERE status = 'missing'")[0][0] == 2)
+        assert paths(database) == {str(root / "renamed.wav")}
+        assert_intact(database)
+
+
+def test_burst_of_1000_files_all_arrive_while_readers_get_in(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    template = write(tmp_path / "t.wav", sine(440, 0.05)).read_bytes()
+    with watching(tmp_path / "c.duckdb", root, "--no-extract") as (proc, database):
+        stop = threading.Event()
+        answers: list[int] = []
+
+        def reader():
+            while not stop.is_set():
+                result = run_muscat("sql", "SELECT count(*) FROM library", "--format", "csv",
+                                    db=tmp_path / "c.duckdb")
+                assert result.returncode == 0, result.stderr
+                answers.append(int(result.stdout.split()[1]))
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for i in range(1000):
+                folder = root / f"batch{i // 100}"
+                folder.mkdir(exist_ok=True)
+                (folder / f"{i:04d}.wav").write_bytes(template)
+            wait_for(lambda: rows(database, "SELECT count(*) FROM library")[0][0] == 1000, timeout=60)
+        finally:
+            stop.set()
+            thread.join()
+        assert answers and all(0 <= n <= 1000 for n in answers)
+        assert_intact(database)
+
+
+def test_lost_events_trigger_a_rescan(tmp_path):
+    """watchdog reports an inotify queue overflow only in its log; the rescan finds what was missed."""
+    root = tmp_path / "Music"
+    write(root / "known.wav", sine(440, 0.2))
+    settings = catalog.load_settings(db=tmp_path / "c.duckdb")
+    database = catalog.Database(settings.db_path)
+    watcher = catalog.Watcher(database, settings, [str(root)])
+    watcher.start()
+    try:
+        watcher.observer.unschedule_all()  # from now on, events are lost
+        write(root / "missed" / "unseen.wav", sine(330, 0.2))
+        for _ in range(10):
+            watcher.tick()
+        assert str(root / "missed" / "unseen.wav") not in paths(database)
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
+        watcher.tick()
+        assert str(root / "missed" / "unseen.wav") in paths(database)
+    finally:
+        watcher.stop()
+
+
+def test_sigterm_exits_0_and_a_restart_resumes(tmp_path):
+    root = tmp_path / "Music"
+    for i in range(6):
+        write(root / f"{i}.flac", click_track(100 + 5 * i, 20))
+    db = tmp_path / "c.duckdb"
+    with watching(db, root, "--workers", "1") as (proc, database):
+        wait_for(lambda: rows(database, "SELECT count(*) FROM runs WHERE extractor = 'rhythm'")[0][0] >= 1, 120)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0 and time.monotonic() - started < 10
+    partial = rows(database, "SELECT count(*) FROM runs WHERE extractor = 'rhythm'")[0][0]
+    assert partial < 6
+    assert rows(database, "SELECT count(*) FROM runs WHERE status = 'failed'") == [(0,)]
+    with watching(db, root, "--workers", "2") as (proc, database):
+        wait_for(lambda: rows(database, "SELECT count(*) FROM pending")[0][0] == 0
+                 and rows(database, "SELECT count(*) FROM runs WHERE extractor = 'rhythm'")[0][0] == 6, 120)
+    assert rows(database, "SELECT extractor, count(*) FROM runs GROUP BY ALL HAVING count(*) <> 6") == []
+
+
+def test_polling_takes_a_file_once_it_has_settled(tmp_path):
+    root = tmp_path / "Music"
+    root.mkdir()
+    with watching(tmp_path / "c.duckdb", root, "--poll", "--poll-interval", "0.3", "--settle", "1.5",
+                  "--no-extract") as (proc, database):
+        target = root / "growing.wav"
+        data = write(tmp_path / "src.wav", sine(440, 2.0)).read_bytes()
+        with open(target, "wb") as out:
+            for start in range(0, len(data), len(data) // 4):
+                out.write(data[start : start + len(data) // 4])
+                out.flush()
+                time.sleep(0.5)
+                assert str(target) not in paths(database)
+        wait_for(lambda: str(target) in paths(database), timeout=15)
+        assert rows(database, "SELECT size FROM library") == [(len(data),)]
+
+
+def test_network_file_systems_are_polled(tmp_path):
+    from catalog.watcher import mount_type, needs_polling
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("server:/music /mnt/music nfs4 rw 0 0\n/dev/sda1 / ext4 rw 0 0\n"
+                      "box: /mnt/box fuse.sshfs rw 0 0\n")
+    assert mount_type("/mnt/music/Album", str(mounts)) == "nfs4"
+    assert mount_type("/home/me/Music", str(mounts)) == "ext4"
+    assert mount_type("/mnt/box/x", str(mounts)) == "fuse.sshfs"
+    assert needs_polling(str(tmp_path)) is None or "file system" in needs_polling(str(tmp_path))
+
+
+def test_watch_limit_falls_back_to_polling(tmp_path, monkeypatch):
+    from watchdog.observers import Observer
+
+    def refuse(*args, **kwargs):
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(Observer, "schedule", refuse)
+    root = tmp_path / "Music"
+    write(root / "a.wav", sine(440, 0.2))
+    settings = catalog.load_settings(db=tmp_path / "c.duckdb")
+    messages: list[str] = []
+    watcher = catalog.Watcher(catalog.Database(settings.db_path), settings, [str(root)], poll_interval=0.2,
+                              settle=0.0, log=messages.append)
+    watcher.start()
+    try:
+        assert str(root) in watcher.polled and any("polling it" in m for m in messages)
+        write(root / "b.wav", sine(330, 0.2))
+        time.sleep(0.3)
+        watcher.tick()
+        assert str(root / "b.wav") in paths(watcher.db)
+    finally:
+        watcher.stop()
