@@ -37,8 +37,10 @@ NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", 
 # With inotify, a file whose writer never closes it counts after this long without events
 # (and once its mtime is older than the settle time).
 STALE_WRITE_S = 60.0
-# Events in a folder are gathered this long before it is reconciled.
+# Events are gathered until this long passes without one (or MAX_DELAY_S after the first), then
+# the dirty folders are reconciled together: a burst of copies becomes a few write batches.
 DEBOUNCE_S = 0.25
+MAX_DELAY_S = 1.0
 
 
 def mount_type(path: str, mounts_file: str = "/proc/self/mounts") -> str | None:
@@ -119,6 +121,7 @@ class Watcher:
         self.writing: dict[str, tuple[float, bool]] = {}
         self.dirty: dict[str, bool] = {}  # folder -> whether its subfolders need a look too
         self.last_event = 0.0
+        self.first_dirty = 0.0
         self.polled: dict[str, float] = {}  # polled root -> when it was last scanned
         self.recheck: dict[str, float] = {}  # folder -> when its too-fresh files will have settled
         self.observer = None
@@ -208,7 +211,7 @@ class Watcher:
             if now >= due:
                 del self.recheck[folder]
                 self._mark(folder, False, self.last_event)
-        if self.dirty and now - self.last_event >= DEBOUNCE_S:
+        if self.dirty and (now - self.last_event >= DEBOUNCE_S or now - self.first_dirty >= MAX_DELAY_S):
             self._reconcile_dirty()
         if self.engine is not None:
             self.engine.step(timeout=0.1)
@@ -275,6 +278,8 @@ class Watcher:
     def _mark(self, folder: str, recursive: bool, now: float) -> None:
         if not self._inside(folder):
             return  # moved out of the tree: the source side says what left
+        if not self.dirty:
+            self.first_dirty = now
         self.dirty[folder] = self.dirty.get(folder, False) or recursive
         self.last_event = now
 

@@ -124,14 +124,6 @@ def test_explicit_config_that_does_not_exist_is_exit_2(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-def test_watch_scans_and_says_following_is_not_built(library, tmp_path):
-    root, files = library
-    result = run_muscat("watch", str(root), db=tmp_path / "c.duckdb")
-    assert result.returncode == 0
-    assert "not built yet" in result.stderr
-    assert f"{len(files['good'] + files['broken'])} added" in result.stdout
-
-
 def test_status_and_sql_do_not_load_heavy_modules(scanned):
     path, _, _ = scanned
     probe = f"""
