@@ -86,9 +86,20 @@ def test_moves_keep_identity_and_a_folder_moved_out_goes_missing(tmp_path):
         assert after[str(root / "Album (2024)" / "one.wav")] == before[str(root / "Album" / "one.wav")]
         assert rows(database, "SELECT count(*) FROM files WHERE status = 'missing'") == [(0,)]
 
+        # rsync and taggers write a hidden temporary file, then rename it over the target.
+        temporary = root / ".renamed.wav.Xy12Ab"
+        temporary.write_bytes(write(tmp_path / "new.wav", sine(600, 1.0)).read_bytes())
+        temporary.rename(root / "renamed.wav")
+        wait_for(lambda: rows(database, "SELECT count(*) FROM files WHERE changed_at > first_seen")[0][0] >= 1)
+        assert rows(database, "SELECT size FROM library WHERE path = ?", [str(root / "renamed.wav")]) == [
+            ((tmp_path / "new.wav").stat().st_size,)]
+
+        (root / "Album (2024)" / "one.wav").unlink()
+        wait_for(lambda: rows(database, "SELECT count(*) FROM files WHERE status = 'missing'")[0][0] == 1)
         shutil.move(str(root / "Album (2024)"), str(tmp_path / "elsewhere"))  # out of the tree
         wait_for(lambda: rows(database, "SELECT count(*) FROM files WHERE status = 'missing'")[0][0] == 2)
         assert paths(database) == {str(root / "renamed.wav")}
+        assert not any(".Xy12Ab" in p for (p,) in rows(database, "SELECT name FROM files"))
         assert_intact(database)
 
 
