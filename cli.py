@@ -302,24 +302,30 @@ def _device_option(value: str) -> str:
               help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run.")
 @click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
 @click.option("--retry-failed", is_flag=True, help="Also retry runs that failed before.")
+@click.option("--stale", is_flag=True, help="Also recompute stale results (see `muscat reindex`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @click.pass_obj
 def extract(obj: Context, only: str | None, device: str, workers: int | None, retry_failed: bool,
-            as_json: bool) -> None:
+            stale: bool, as_json: bool) -> None:
     """Compute pending features: decode each file once, identify its audio, run what is missing.
 
     Audio that was already analysed (a copy, a retagged file) is not analysed again. Failures
     are recorded with their error (see the `failed` view) and the rest goes on; the exit status
     is then 1. Ctrl-C stops: finished results are kept, work in progress is redone next time.
     """
-    from catalog import formatting
-
     _device_option(device)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    _run_extraction(obj, names, workers, retry_failed, stale, as_json)
+
+
+def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, retry_failed: bool,
+                    stale: bool, as_json: bool) -> None:
+    from catalog import formatting
+
     bar = _progress_bar("extracting", "file")
     try:
         report = catalog.extract(obj.database(), obj.settings, only=names, workers=workers,
-                                 retry_failed=retry_failed, progress=bar.update if bar else None)
+                                 retry_failed=retry_failed, progress=bar.update if bar else None, stale=stale)
     finally:
         if bar:
             bar.close()
@@ -395,6 +401,70 @@ def list_extractors(obj: Context, as_json: bool) -> None:
         for r in rows
     ]
     click.echo(formatting.rows_to_table(["name", "version", "device", "params hash", "available", "why not"], table))
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only show what is stale, why, and the estimated time.")
+@click.option("--only", metavar="NAME[,NAME]", help="Only these extractors.")
+@click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print {stale, estimated_seconds, extractors: {NAME: {stale, estimated_seconds}}}.")
+@click.pass_obj
+def reindex(obj: Context, dry_run: bool, only: str | None, workers: int | None, as_json: bool) -> None:
+    """Recompute results made stale by an extractor upgrade, a parameter change, new model
+    weights or a changed input (stems that appeared), after showing what and why.
+
+    Estimates come from the seconds past runs took per second of audio, on each device (before
+    any run: 0.02 s per audio second on a CPU worker). Old values stay queryable, marked stale,
+    until each new result lands; `muscat gc` removes them afterwards.
+    """
+    from catalog import formatting
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    summary = catalog.stale_summary(obj.database(), obj.settings, names, workers)
+    if as_json and dry_run:
+        click.echo(formatting.to_json(summary))
+        return
+    if not as_json:
+        rows = [
+            (name, e["stale"], ", ".join(f"{r} {n}" for r, n in e["reasons"].items()),
+             _duration(e["estimated_seconds"]) + ("" if e["basis"] == "measured" else " (no runs yet: guessed)"))
+            for name, e in summary["extractors"].items()
+        ]
+        if rows:
+            click.echo(formatting.rows_to_table(["extractor", "stale", "why", "estimated time"], rows))
+        click.echo(f"{summary['stale']:,} stale results, about {_duration(summary['estimated_seconds'])} to redo"
+                   + (" (dry run: nothing changed)" if dry_run else ""))
+    if dry_run or not summary["stale"]:
+        return
+    _run_extraction(obj, names, workers, False, True, as_json)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="DAYS",
+              help="Remove files missing for longer than this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_obj
+def gc(obj: Context, dry_run: bool, older_than: float, as_json: bool) -> None:
+    """Remove superseded results (once their replacement exists), files missing for longer than
+    --older-than days, and audio no file holds any more, with their features."""
+    from catalog import formatting
+
+    report = catalog.gc(obj.database(), obj.settings, older_than, dry_run)
+    if as_json:
+        click.echo(formatting.to_json(report.to_json()))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb}: {report.superseded_runs:,} superseded results, {report.missing_files:,} long-missing "
+               f"files, {report.orphaned_audio:,} orphaned audio, {report.values:,} feature values")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ _EXPORTS = {
     "extract": "catalog.extraction",
     "Engine": "catalog.extraction",
     "Watcher": "catalog.watcher",
+    "stale_summary": "catalog.maintenance",
+    "gc": "catalog.maintenance",
+    "GcReport": "catalog.maintenance",
     "ExtractReport": "catalog.extraction",
     "query": "catalog.query",
 }

@@ -43,6 +43,8 @@ class Audio:
     audio_id: str  # hash of the decoded samples
     samples: np.ndarray | None  # float32 [frames, channels]; None when too long to hold
     max_seconds: float
+    # Upstream results available to the extractor being run: name -> 'name:version:params_hash'.
+    inputs: dict[str, str] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -69,10 +69,12 @@ class _Plan:
     """Jobs to run, from the catalogue's current state."""
 
     def __init__(self, db: Database, extractors: list[LoadedExtractor], retry_failed: bool,
-                 file_ids: list[int] | None = None, first_job_id: int = 0, load_known: bool = True) -> None:
+                 file_ids: list[int] | None = None, first_job_id: int = 0, load_known: bool = True,
+                 stale: bool = False) -> None:
         import pyarrow as pa
 
         self.extractors = {e.name: e for e in extractors}
+        self.upstream_names = sorted({u for e in extractors for u in e.uses})
         self.jobs: list[Job] = []
         self.paths: dict[int, str] = {}  # job_id -> display path
         self.next_job_id = first_job_id
@@ -88,10 +90,12 @@ class _Plan:
                 WHERE (f.probed_at IS NULL OR f.changed_at > f.probed_at
                    OR (? AND f.file_id IN (
                         SELECT file_id FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
-                        WHERE r.extractor = 'probe' AND r.status = 'failed'))) {only}
+                        WHERE r.extractor = 'probe' AND r.status = 'failed'))
+                   OR (? AND f.file_id IN (
+                        SELECT file_id FROM shown_file_runs WHERE extractor = 'probe' AND NOT current))) {only}
                 ORDER BY f.file_id
                 """,
-                [retry_failed],
+                [retry_failed, stale],
             ).fetchall()
             failed_too = (
                 """
@@ -100,7 +104,7 @@ class _Plan:
                 JOIN extractor_current c USING (extractor, version, params_hash)
                 WHERE r.status = 'failed' AND r.audio_id IS NOT NULL
                 """ if retry_failed else ""
-            )
+            ) + ("UNION SELECT DISTINCT audio_id, extractor FROM stale WHERE extractor <> 'probe'" if stale else "")
             to_extract = con.execute(
                 f"""
                 WITH work AS (
@@ -141,13 +145,26 @@ class _Plan:
                     done = self.known.setdefault(audio_id, set())
                     if extractor is not None:
                         done.add(extractor)
+            # Results of extractors that others read (stems), for the audio about to be extracted.
+            upstream: dict[str, dict[str, str]] = {}
+            for audio_id, name, identity in con.execute(
+                """
+                SELECT r.audio_id, c.extractor, c.extractor || ':' || c.version || ':' || c.params_hash
+                FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
+                WHERE r.status = 'ok' AND len(?) > 0 AND list_contains(?, c.extractor)
+                  AND r.audio_id IN (SELECT unnest(?))
+                """,
+                [self.upstream_names, self.upstream_names, [row[0] for row in to_extract]],
+            ).fetchall():
+                upstream.setdefault(audio_id, {})[name] = identity
             con.unregister("chosen")
             con.unregister("only_files")
         for file_id, root, dir_, name, raw, _, display in to_probe:
             self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=True), display)
         for audio_id, file_id, root, dir_, name, raw, display, names_ in to_extract:
             self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=False,
-                          expected_audio_id=audio_id, extractors=tuple(names_)), display)
+                          expected_audio_id=audio_id, extractors=tuple(names_),
+                          upstream=upstream.get(audio_id, {})), display)
 
     def _add(self, job: Job, display: str) -> None:
         self.jobs.append(job)
@@ -162,9 +179,10 @@ def extract(
     workers: int | None = None,
     retry_failed: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    stale: bool = False,
 ) -> ExtractReport:
-    """Run pending work with a pool of worker processes; see the module's docstring."""
-    engine = Engine(db, settings, only, retry_failed, progress)
+    """Run pending work (and stale results, with `stale`) with a pool of worker processes."""
+    engine = Engine(db, settings, only, retry_failed, progress, stale=stale)
     # Workers start first: their imports (Essentia: about a second) overlap the planning.
     engine.start_workers(workers or settings.workers)
     try:
@@ -189,13 +207,15 @@ class Engine:
 
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
                  retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
-                 keep_results_when_locked: bool = False) -> None:
+                 keep_results_when_locked: bool = False, stale: bool = False) -> None:
         from .status import sync_extractors
 
         self.db = db
         self.settings = settings
         self.probe, self.extractors = select_extractors(settings, only)
         self.by_name = {e.name: e for e in self.extractors}
+        self.identities = {e.name: e.identity for e in load_extractors(settings)}
+        self.stale = stale
         sync_extractors(db, settings)
         self.retry_failed = retry_failed
         self.progress = progress
@@ -250,7 +270,7 @@ class Engine:
     def plan(self, file_ids: list[int] | None = None, front: bool = False) -> int:
         """Queue pending work (of `file_ids` only, when given); returns the number of new jobs."""
         plan = _Plan(self.db, self.extractors, self.retry_failed, file_ids, self.next_job_id,
-                     load_known=self.known is None)
+                     load_known=self.known is None, stale=self.stale)
         self.next_job_id = plan.next_job_id
         if plan.known is not None:
             self.known = plan.known
@@ -324,18 +344,21 @@ class Engine:
                                           facts["head_tail_hash"]))
             self.writer.add_run(Run(self.probe, audio_id, job.file_id, "ok", started_at, seconds,
                                     facts["duration"], values))
-            worker.send(("run", self._needs(job, audio_id)))
+            needed = self._needs(job, audio_id)
+            done = (self.known or {}).get(audio_id, set())
+            upstream = {name: self.identities[name] for name in done if name in self.identities}
+            worker.send(("run", needed, upstream))
         elif kind == "start":
             worker.running = message[2]
         elif kind == "result":
-            _, _, name, values, error, started_at, seconds, audio_seconds = message
+            _, _, name, values, error, started_at, seconds, audio_seconds, given = message
             worker.running = None
             audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
             status = "ok" if error is None else "failed"
             if audio_id is not None and self.known is not None and (status == "ok" or not self.retry_failed):
                 self.known.setdefault(audio_id, set()).add(name)
             self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, status, started_at,
-                                    seconds, audio_seconds, values or {}, error))
+                                    seconds, audio_seconds, values or {}, error, input=given))
             self._count(status, job, name, error)
         elif kind == "unreadable":
             _, _, reason, started_at, seconds = message

@@ -15,7 +15,8 @@ import their heavy libraries (essentia, torch) inside functions, so listing extr
 
 Model-based extractors may also define `available(params) -> str | None` (why the extractor
 cannot run, e.g. a missing weights file) and `weights_fingerprint(params) -> str`, which becomes
-part of the identity of their results.
+part of the identity of their results. An extractor that reads another's results declares it in
+`uses`; `audio.inputs[name]` then says which result of that extractor it was given.
 
 The identity of a result is (name, version, params hash); the params hash covers the effective
 parameters and, for model-based extractors, the fingerprint of the weights. Bump `version` on any
@@ -68,8 +69,10 @@ class Extractor:
     outputs: Sequence[Output]
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-    # What it reads: "mix" (the decoded file) or another extractor's artifacts.
-    inputs: Sequence[str] = ("mix",)
+    # Extractors whose results it reads when they exist for the audio (hpcp: demucs stems), so
+    # that its results become stale (reason `input`) when those appear or change. A module may
+    # narrow this by parameters with `uses(params) -> list[str]`.
+    uses: Sequence[str] = ()
     # "audio": results belong to the content; "file": to the file (probe: codec, bitrate).
     scope: Literal["audio", "file"] = "audio"
 
@@ -84,6 +87,16 @@ class LoadedExtractor:
     enabled: bool = True
     unavailable_reason: str | None = None
     weights_fingerprint: str | None = None
+
+    @property
+    def uses(self) -> list[str]:
+        narrow = getattr(self.module, "uses", None)
+        return list(narrow(self.params)) if callable(narrow) else list(self.declaration.uses)
+
+    @property
+    def identity(self) -> str:
+        """How downstream results name this one as their input."""
+        return f"{self.name}:{self.version}:{self.params_hash}"
 
     @property
     def name(self) -> str:

@@ -34,6 +34,8 @@ def _state(extractors: list[LoadedExtractor]) -> list[dict]:
             "scope": e.declaration.scope,
             "enabled": e.enabled,
             "reason": e.unavailable_reason,
+            "uses": e.uses,
+            "weights": e.weights_fingerprint,
             "outputs": [[o.name, o.kind, o.unit, o.range, o.size, o.labels, o.description]
                         for o in e.declaration.outputs],
         }
@@ -67,9 +69,9 @@ def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], di
     con.execute("DELETE FROM extractor_outputs")
     for e in extractors:
         con.execute(
-            "INSERT INTO extractor_current VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO extractor_current VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [e.name, e.version, e.params_hash, e.device, e.declaration.scope, e.enabled, e.available,
-             e.unavailable_reason, now],
+             e.unavailable_reason, e.uses, now],
         )
         known = con.execute(
             "SELECT count(*) FROM extractor_identities WHERE extractor = ? AND version = ? AND params_hash = ?",
@@ -77,8 +79,9 @@ def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], di
         ).fetchone()[0]
         if not known:
             con.execute(
-                "INSERT INTO extractor_identities VALUES (?, ?, ?, ?, ?)",
-                [e.name, e.version, e.params_hash, json.dumps(e.params, sort_keys=True), now],
+                "INSERT INTO extractor_identities VALUES (?, ?, ?, ?, ?, ?)",
+                [e.name, e.version, e.params_hash, json.dumps(e.params, sort_keys=True),
+                 e.weights_fingerprint, now],
             )
         for position, o in enumerate(e.declaration.outputs):
             low, high = o.range if o.range else (None, None)

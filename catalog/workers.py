@@ -38,6 +38,8 @@ class Job:
     probe: bool  # identify the audio first, then ask which extractors to run
     expected_audio_id: str | None = None  # audio jobs: the content the catalogue expects
     extractors: tuple[str, ...] = ()  # audio jobs: what to run
+    # Results the audio has of extractors others read (stems): name -> its identity.
+    upstream: dict[str, str] | None = None
 
 
 def _now() -> datetime:
@@ -105,24 +107,46 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         reply = conn.recv()
         if reply is None:
             return
-        names = reply[1]
+        _, names, upstream = reply
     else:
         if audio.audio_id != job.expected_audio_id:
             conn.send(("changed", job.job_id, audio.audio_id))
             conn.send(("done", job.job_id))
             return
-        names = job.extractors
+        names, upstream = job.extractors, dict(job.upstream or {})
 
-    for name in names:
+    for name in upstream_first(names, extractors):
+        extractor = extractors[name]
+        audio.inputs = {u: upstream[u] for u in extractor.uses if u in upstream}
+        given = next(iter(audio.inputs.values()), "mix")
         conn.send(("start", job.job_id, name))
         started_at, started = _now(), time.perf_counter()
         try:
-            values, error = extractors[name].run(audio), None
+            values, error = extractor.run(audio), None
+            upstream[name] = extractor.identity  # what runs after it in this job may read
         except Exception as exc:  # noqa: BLE001
             values, error = None, f"{type(exc).__name__}: {exc}"
         conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
-                   audio.duration))
+                   audio.duration, given))
     conn.send(("done", job.job_id))
+
+
+def upstream_first(names: Any, extractors: dict[str, Any]) -> list[str]:
+    """`names` ordered so that an extractor runs after those it reads (stems before hpcp)."""
+    chosen, ordered, visiting = set(names), [], set()
+
+    def visit(name: str) -> None:
+        if name in ordered or name in visiting:
+            return
+        visiting.add(name)
+        for used in extractors[name].uses:
+            if used in chosen:
+                visit(used)
+        ordered.append(name)
+
+    for name in sorted(chosen):
+        visit(name)
+    return ordered
 
 
 class Worker:

@@ -18,6 +18,7 @@ EXTRACTOR = Extractor(
     version=1,
     device="cpu",
     description="Harmonic pitch class profile (chroma) summing to 1, and its entropy.",
+    uses=("demucs",),  # the harmonic stems, when separated (and use_stems is on)
     params={
         "harmonics": 4,
         "min_frequency": 100.0,
@@ -38,6 +39,10 @@ EXTRACTOR = Extractor(
         Output("chroma_source", "", None, "categorical", "What it was computed on: mix or stems"),
     ],
 )
+
+
+def uses(params):  # type: ignore[no-untyped-def]
+    return ["demucs"] if params["use_stems"] else []
 
 
 def extract(audio, params):  # type: ignore[no-untyped-def]

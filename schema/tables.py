@@ -108,6 +108,7 @@ class ExtractorIdentity(SQLModel, table=True):
     version: int = Field(primary_key=True)
     params_hash: str = Field(primary_key=True)
     params: str
+    weights: Optional[str] = None
     first_used: datetime
 
 
@@ -121,6 +122,7 @@ class ExtractorCurrent(SQLModel, table=True):
     enabled: bool
     available: bool
     reason: Optional[str] = None
+    uses: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
     updated_at: datetime
 
 

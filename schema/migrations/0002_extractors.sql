@@ -11,6 +11,7 @@ CREATE TABLE extractor_identities (
     version     INTEGER   NOT NULL,
     params_hash VARCHAR   NOT NULL,
     params      VARCHAR   NOT NULL,   -- the effective parameters, as JSON text
+    weights     VARCHAR,              -- fingerprint of the model weights (model-based extractors)
     first_used  TIMESTAMP NOT NULL
 );
 
@@ -24,6 +25,7 @@ CREATE TABLE extractor_current (
     enabled     BOOLEAN NOT NULL,
     available   BOOLEAN NOT NULL,
     reason      VARCHAR,              -- why it is not available (a missing model file, ...)
+    uses        VARCHAR[] NOT NULL,   -- extractors whose results it reads when present (stems)
     updated_at  TIMESTAMP NOT NULL
 );
 
@@ -52,7 +54,8 @@ CREATE TABLE runs (
     extractor     VARCHAR   NOT NULL,
     version       INTEGER   NOT NULL,
     params_hash   VARCHAR   NOT NULL,
-    input         VARCHAR,            -- what it was computed from: 'mix', or 'stems:<hash>'
+    input         VARCHAR,            -- what it was computed from: 'mix', or the upstream result it
+                                      -- read, as 'extractor:version:params_hash' (demucs stems)
     status        VARCHAR   NOT NULL, -- 'ok' | 'failed'
     attempts      INTEGER   NOT NULL,
     error         VARCHAR,

@@ -7,14 +7,20 @@ ORDER BY extractor, position;
 
 -- shown_runs: for each audio (or file, for file-scoped extractors) and extractor, the ok run
 -- whose values the feature views show: the current identity's run when there is one, else the
--- newest older run, flagged `current = false` (its values are then shown as stale), so that
--- values never vanish between an upgrade and the recomputation.
+-- newest older run, so that values never vanish between an upgrade and the recomputation.
+-- `current` is false when the run is of an older identity, or was computed from another input
+-- than the audio has now (hpcp on the mix, while stems exist): its values are then stale.
 CREATE OR REPLACE VIEW shown_runs AS
-SELECT * EXCLUDE (rank)
-FROM (
+WITH upstream AS (  -- results each audio has now, named as the runs that read them record them
+    SELECT r.audio_id, c.extractor AS upstream,
+           c.extractor || ':' || c.version || ':' || c.params_hash AS input
+    FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
+    WHERE r.status = 'ok' AND r.audio_id IS NOT NULL
+),
+ranked AS (
     SELECT r.run_id, r.audio_id, r.file_id, r.extractor, r.version, r.params_hash, r.input,
-           r.finished_at, c.scope,
-           (r.version = c.version AND r.params_hash = c.params_hash) AS current,
+           r.finished_at, c.scope, c.uses, c.version AS current_version,
+           (r.version = c.version AND r.params_hash = c.params_hash) AS same_identity,
            row_number() OVER (
                PARTITION BY r.extractor,
                             CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END
@@ -24,8 +30,19 @@ FROM (
     FROM runs r
     JOIN extractor_current c USING (extractor)
     WHERE r.status = 'ok'
+),
+expected AS (
+    SELECT k.run_id, coalesce(min(u.input), 'mix') AS expected_input
+    FROM ranked k
+    LEFT JOIN upstream u ON u.audio_id = k.audio_id AND list_contains(k.uses, u.upstream)
+    WHERE k.rank = 1
+    GROUP BY k.run_id
 )
-WHERE rank = 1;
+SELECT k.run_id, k.audio_id, k.file_id, k.extractor, k.version, k.params_hash, k.input,
+       k.finished_at, k.scope, k.current_version, k.same_identity, e.expected_input,
+       k.same_identity AND coalesce(k.input, 'mix') = e.expected_input AS current
+FROM ranked k JOIN expected e USING (run_id)
+WHERE k.rank = 1;
 
 -- shown_runs joined to the present files they describe: audio-scoped runs to every file
 -- holding that audio, file-scoped runs (probe) to their own file.
@@ -55,9 +72,10 @@ SELECT s.path, s.audio_id, s.extractor, s.version, v.feature, v.vector, NOT s.cu
 FROM shown_file_runs s
 JOIN feature_vector_values v USING (run_id);
 
--- pending: work that has not run yet (contract): files to probe (never probed, or changed
--- since), then, per audio, each enabled and available extractor without a run of its current
--- identity. A failed run counts as run: see `failed`, and `muscat extract --retry-failed`.
+-- pending: work that has never run (contract): files to probe (never probed, or changed
+-- since), then, per audio, each enabled and available extractor with no result in any version.
+-- Results of an older version are `stale` instead (`muscat reindex`); a failed run of the
+-- current identity counts as run (see `failed`, and `muscat extract --retry-failed`).
 CREATE OR REPLACE VIEW pending AS
 SELECT f.audio_id, l.path, 'probe' AS extractor
 FROM files f JOIN library l USING (file_id)
@@ -75,8 +93,28 @@ WHERE c.scope = 'audio' AND c.enabled AND c.available
   AND NOT EXISTS (
       SELECT 1 FROM runs r
       WHERE r.audio_id = a.audio_id AND r.extractor = c.extractor
-        AND r.version = c.version AND r.params_hash = c.params_hash
+        AND (r.status = 'ok' OR (r.version = c.version AND r.params_hash = c.params_hash))
   );
+
+-- stale: results shown from an older extractor identity or from an outdated input (contract),
+-- per present file, with why: `version` (the extractor's version changed), `params` (an
+-- effective parameter changed), `weights` (the model file changed: same parameters, another
+-- fingerprint), `input` (what it read changed, e.g. stems now exist). `muscat reindex` redoes
+-- them; until then their values stay visible with stale = true.
+CREATE OR REPLACE VIEW stale AS
+SELECT s.audio_id, s.path, s.extractor, s.version, s.current_version,
+       CASE WHEN s.version <> s.current_version THEN 'version'
+            WHEN NOT s.same_identity AND old.params = new.params THEN 'weights'
+            WHEN NOT s.same_identity THEN 'params'
+            ELSE 'input'
+       END AS reason
+FROM shown_file_runs s
+JOIN extractor_current c USING (extractor)
+LEFT JOIN extractor_identities old
+       ON old.extractor = s.extractor AND old.version = s.version AND old.params_hash = s.params_hash
+LEFT JOIN extractor_identities new
+       ON new.extractor = c.extractor AND new.version = c.version AND new.params_hash = c.params_hash
+WHERE NOT s.current AND c.enabled AND c.available;
 
 -- failed: runs of the current identities that failed, per present file (contract).
 CREATE OR REPLACE VIEW failed AS
@@ -123,3 +161,35 @@ SELECT feature, unit, count(x) AS count, avg(x) AS mean, stddev_samp(x) AS std,
 FROM (SELECT * FROM scalars UNION ALL SELECT * FROM elements)
 GROUP BY extractor, position, element, feature, unit
 ORDER BY extractor <> 'probe', extractor, position, element;
+
+-- feature_stats_by_version: scalar feature statistics per extractor identity side by side, over
+-- present audio (each counted once per identity), to judge drift before switching to a new
+-- version. `current` marks the identity in use now.
+CREATE OR REPLACE VIEW feature_stats_by_version AS
+WITH present AS (
+    SELECT DISTINCT audio_id FROM library WHERE audio_id IS NOT NULL
+),
+latest AS (  -- the newest ok run per subject and identity
+    SELECT * FROM (
+        SELECT r.run_id, r.extractor, r.version, r.params_hash,
+               row_number() OVER (
+                   PARTITION BY r.extractor, r.version, r.params_hash,
+                                CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END
+                   ORDER BY r.finished_at DESC, r.run_id DESC
+               ) AS rank
+        FROM runs r JOIN extractor_current c USING (extractor)
+        WHERE r.status = 'ok' AND r.audio_id IN (SELECT audio_id FROM present)
+    )
+    WHERE rank = 1
+)
+SELECT v.feature, l.extractor, l.version, l.params_hash,
+       (l.version = c.version AND l.params_hash = c.params_hash) AS current,
+       o.unit, count(v.value) AS count, avg(v.value) AS mean, stddev_samp(v.value) AS std,
+       min(v.value) AS min, max(v.value) AS max
+FROM latest l
+JOIN feature_values v USING (run_id)
+JOIN extractor_current c ON c.extractor = l.extractor
+LEFT JOIN extractor_outputs o ON o.extractor = l.extractor AND o.feature = v.feature
+WHERE v.text IS NULL
+GROUP BY ALL
+ORDER BY v.feature, l.version, l.params_hash;

@@ -1,0 +1,156 @@
+"""After upgrades: what is stale and what redoing it costs (`reindex`), and clearing out what
+has been superseded (`gc`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .config import Settings
+    from .database import Database
+
+# Before an extractor has run anywhere, the cost of a second of audio is taken as this many
+# seconds of one worker (CPU: our CPU set runs about 50x realtime per core on a 2020s machine).
+FALLBACK_SECONDS_PER_AUDIO_SECOND = {"cpu": 0.02, "gpu": 0.01}
+
+
+def stale_summary(db: Database, settings: Settings, only: list[str] | None = None,
+                  workers: int | None = None) -> dict[str, Any]:
+    """What `muscat reindex --dry-run --json` prints (contract), with reasons and the basis of
+    each estimate. Seconds are wall time with `workers` CPU processes."""
+    from .status import sync_extractors
+
+    sync_extractors(db, settings)
+    workers = workers or settings.workers
+    with db.read() as con:
+        rows = con.execute(
+            """
+            WITH items AS (  -- one per audio (or file, for file-scoped extractors) and extractor
+                SELECT s.extractor, any_value(s.reason) AS reason,
+                       coalesce(any_value(a.duration_s), 0) AS duration
+                FROM stale s LEFT JOIN audio a USING (audio_id)
+                JOIN extractor_current c USING (extractor)
+                GROUP BY s.extractor, CASE WHEN c.scope = 'file' THEN s.path ELSE s.audio_id END
+            ),
+            rates AS (  -- seconds of work per second of audio, from past runs
+                SELECT extractor, device, sum(seconds) / nullif(sum(audio_seconds), 0) AS rate
+                FROM runs WHERE status = 'ok' AND audio_seconds > 0
+                GROUP BY extractor, device
+            )
+            SELECT i.extractor, c.device, count(*) AS stale, sum(i.duration) AS audio_seconds,
+                   list(i.reason) AS reasons,
+                   (SELECT max(rate) FROM rates r WHERE r.extractor = i.extractor
+                      AND (r.device = c.device OR (c.device = 'gpu' AND r.device LIKE 'cuda%'))) AS rate
+            FROM items i JOIN extractor_current c USING (extractor)
+            WHERE len(?) = 0 OR list_contains(?, i.extractor)
+            GROUP BY i.extractor, c.device
+            ORDER BY i.extractor
+            """,
+            [only or [], only or []],
+        ).fetchall()
+    extractors: dict[str, dict[str, Any]] = {}
+    for name, device, count, audio_seconds, reasons, rate in rows:
+        basis = "measured" if rate is not None else "fallback"
+        rate = rate if rate is not None else FALLBACK_SECONDS_PER_AUDIO_SECOND.get(device, 0.02)
+        parallel = workers if device == "cpu" else 1
+        extractors[name] = {
+            "stale": count,
+            "estimated_seconds": round(audio_seconds * rate / parallel, 1),
+            "reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+            "basis": basis,
+        }
+    return {
+        "stale": sum(e["stale"] for e in extractors.values()),
+        "estimated_seconds": round(sum(e["estimated_seconds"] for e in extractors.values()), 1),
+        "extractors": extractors,
+    }
+
+
+@dataclass
+class GcReport:
+    superseded_runs: int = 0  # results whose replacement exists
+    missing_files: int = 0  # file rows missing for longer than the limit
+    orphaned_audio: int = 0  # audio no file holds any more, with its results
+    values: int = 0  # feature rows freed with the runs above
+    dry_run: bool = False
+    removed: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"superseded_runs": self.superseded_runs, "missing_files": self.missing_files,
+                "orphaned_audio": self.orphaned_audio, "values": self.values, "dry_run": self.dry_run}
+
+
+def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run: bool = False) -> GcReport:
+    """Drop superseded results (once their replacement exists), files missing for longer than
+    `older_than_days`, and audio no file holds any more. Stale results without a replacement
+    are kept: they are what `features` shows until `reindex` has run."""
+    from .status import sync_extractors
+
+    sync_extractors(db, settings)
+    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=older_than_days)
+    report = GcReport(dry_run=dry_run)
+    with db.write() as con:
+        _mark_garbage(con, cutoff)
+        report.superseded_runs = _count(con, "SELECT count(*) FROM gc_runs WHERE why = 'superseded'")
+        report.missing_files = _count(con, "SELECT count(*) FROM gc_files")
+        report.orphaned_audio = _count(con, "SELECT count(*) FROM gc_audio")
+        report.values = _count(
+            con,
+            "SELECT (SELECT count(*) FROM feature_values WHERE run_id IN (SELECT run_id FROM gc_runs)) "
+            "+ (SELECT count(*) FROM feature_vector_values WHERE run_id IN (SELECT run_id FROM gc_runs))",
+        )
+        if not dry_run:
+            for table in ("feature_values", "feature_vector_values", "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM gc_runs)")
+            con.execute("DELETE FROM files WHERE file_id IN (SELECT file_id FROM gc_files)")
+            con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
+        for table in ("gc_runs", "gc_files", "gc_audio"):
+            con.execute(f"DROP TABLE temp.{table}")
+    return report
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return con.execute(sql).fetchone()[0]
+
+
+def _mark_garbage(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> None:
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE gc_files AS "
+        "SELECT file_id FROM files WHERE status = 'missing' AND missing_since < ?",
+        [cutoff],
+    )
+    # Audio that no file will hold once those are gone.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE gc_audio AS
+        SELECT audio_id FROM audio
+        WHERE audio_id NOT IN (
+            SELECT audio_id FROM files
+            WHERE audio_id IS NOT NULL AND file_id NOT IN (SELECT file_id FROM gc_files)
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE gc_runs AS
+        -- Runs of an older identity (or failed ones) whose subject has a current ok result.
+        SELECT r.run_id, 'superseded' AS why
+        FROM runs r JOIN extractor_current c USING (extractor)
+        WHERE NOT (r.version = c.version AND r.params_hash = c.params_hash AND r.status = 'ok')
+          AND EXISTS (
+              SELECT 1 FROM runs n
+              WHERE n.extractor = r.extractor AND n.status = 'ok'
+                AND n.version = c.version AND n.params_hash = c.params_hash
+                AND CASE WHEN c.scope = 'file' THEN n.file_id = r.file_id ELSE n.audio_id = r.audio_id END
+          )
+        UNION ALL
+        -- Results of files and audio that are being removed.
+        SELECT r.run_id, 'removed' FROM runs r
+        WHERE r.audio_id IN (SELECT audio_id FROM gc_audio)
+           OR (r.audio_id IS NULL AND r.file_id IN (SELECT file_id FROM gc_files))
+        """
+    )
