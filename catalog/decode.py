@@ -205,6 +205,16 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
 def _decode_essentia(path: str, size: int, max_seconds: float) -> Audio:
     import essentia.standard as es
 
+    # Essentia's loader decodes the whole file at once: refuse what would not fit.
+    try:
+        duration = float(es.MetadataReader(filename=path, failOnError=True)()[-4])
+    except RuntimeError:
+        duration = 0.0  # unknown: the loader below says what is wrong
+    if duration > max_seconds:
+        raise DecodeError(
+            f"{duration:.0f} s is longer than max_duration ({max_seconds:.0f} s), and this format "
+            "is decoded whole; raise max_duration in muscat.toml to analyse it"
+        )
     try:
         loaded = es.AudioLoader(filename=path)()
     except RuntimeError as exc:

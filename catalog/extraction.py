@@ -15,8 +15,10 @@ finished results to the one writer (catalog/writer.py).
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -243,17 +245,16 @@ class Engine:
 
     def trim_workers(self) -> None:
         """Stop workers beyond the number of jobs (a short run needs no full pool)."""
-        keep = max(1, len(self.queue))
+        keep = len(self.queue)
         for spare in self.workers[keep:]:
-            spare.stop()
+            spare.kill()  # idle (perhaps still importing): nothing to lose
         del self.workers[keep:]
 
     def stop(self) -> None:
+        # Workers hold no state worth waiting for: work in progress is neither done nor failed,
+        # and is pending again next time.
         for worker in self.workers:
-            if worker.job is not None:
-                worker.kill()  # its work is neither done nor failed: pending next time
-            else:
-                worker.stop()
+            worker.kill()
         self.workers = []
         self.writer.flush()
 
@@ -306,8 +307,6 @@ class Engine:
                     continue
                 self._handle(worker, message)
         elif timeout:
-            import time
-
             time.sleep(timeout)
         self.writer.maybe_flush()
 
@@ -401,7 +400,7 @@ class Engine:
         assert job is not None
         reason = worker.exit_description()
         worker.kill()
-        now = _utcnow()
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
         name = worker.running
         audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
         if name is None and job.probe and job.job_id not in self.audio_of:
@@ -417,9 +416,3 @@ class Engine:
         self.workers[self.workers.index(worker)] = replacement
         replacement.job = job
         self._finish_job(replacement)
-
-
-def _utcnow():  # type: ignore[no-untyped-def]
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).replace(tzinfo=None)

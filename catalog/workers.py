@@ -164,17 +164,6 @@ class Worker:
     def send(self, message: Any) -> None:
         self.conn.send(message)
 
-    def stop(self, wait: float = 2.0) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(wait)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()

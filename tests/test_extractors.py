@@ -164,6 +164,12 @@ def test_long_files_are_identified_but_not_held(tmp_path, extractors):
         extractors["loudness"].run(audio)
 
 
+def test_long_m4a_is_refused_before_the_whole_file_is_decoded(tmp_path):
+    path = write_m4a(tmp_path / "long.m4a", sine(440, 3.0, channels=2))
+    with pytest.raises(decode.DecodeError, match="decoded whole"):
+        decode.decode(str(path), max_seconds=1.0)
+
+
 def test_outputs_are_checked_against_the_declaration():
     declaration = Extractor("x", 1, "cpu", [Output("a", "s", None, "scalar", "A"),
                                              Output("v", "", None, "vector", "V", size=2)])
