@@ -177,10 +177,10 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
         log(f"{root}: {reason}; left as it was, nothing marked missing")
     seen_failures = 0
     last_shown = 0.0
-    done_before, since = 0, clock.monotonic()
+    recent: list[tuple[float, int]] = []  # (time, jobs done) over the last 10 s, for files/s
 
     def tick() -> None:
-        nonlocal seen_failures, last_shown, done_before, since
+        nonlocal seen_failures, last_shown
         if engine is not None:
             for path, extractor, error in engine.report.failures[seen_failures:]:
                 log(f"{path}: {extractor}: {error}")
@@ -192,8 +192,10 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             return
         last_shown = now
         done = engine.done_jobs if engine else 0
-        rate = (done - done_before) / max(now - since, 1e-6)
-        done_before, since = done, now
+        recent.append((now, done))
+        while recent and now - recent[0][0] > 10:
+            recent.pop(0)
+        rate = (done - recent[0][1]) / max(now - recent[0][0], 1.0)
         queue = engine.waiting if engine else 0
         polled = f" ({watcher.stats.polled} polled)" if watcher.stats.polled else ""
         line = (f"watching {len(watcher.roots)} root{'s' if len(watcher.roots) != 1 else ''}{polled} · "

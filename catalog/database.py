@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -27,6 +28,11 @@ ALIAS = "catalogue"
 STORAGE_VERSION = "v1.5.0"
 # How long a waiting command stays silent before it says why it waits.
 QUIET_WAIT_S = 1.0
+
+
+def utc_now() -> datetime:
+    """Now, as the catalogue stores times: UTC, without a time zone (TIMESTAMP columns)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _lock_holder(message: str) -> str | None:

@@ -18,11 +18,11 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Settings
+from .database import utc_now
 from .errors import MuscatError
 from .extractor import LoadedExtractor
 from .registry import PROBE, load_extractors
@@ -400,7 +400,7 @@ class Engine:
         assert job is not None
         reason = worker.exit_description()
         worker.kill()
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = utc_now()
         name = worker.running
         audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
         if name is None and job.probe and job.job_id not in self.audio_of:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .database import utc_now
 from .extractor import LoadedExtractor
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _stored_digest(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], digest: str) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     con.execute("DELETE FROM extractor_current")
     con.execute("DELETE FROM extractor_outputs")
     for e in extractors:

@@ -4,8 +4,10 @@ has been superseded (`gc`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from .database import utc_now
 
 if TYPE_CHECKING:
     import duckdb
@@ -91,7 +93,7 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
     from .status import sync_extractors
 
     sync_extractors(db, settings)
-    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=older_than_days)
+    cutoff = utc_now() - timedelta(days=older_than_days)
     report = GcReport(dry_run=dry_run)
     with db.write() as con:
         _mark_garbage(con, cutoff)

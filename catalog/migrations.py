@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .database import utc_now
 from .errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def upgrade(db: Database, con: duckdb.DuckDBPyConnection) -> None:
             con.execute(MIGRATIONS[number - 1].read_text())
             con.execute(
                 "INSERT INTO schema_version VALUES (?, ?, ?)",
-                [number, datetime.now(timezone.utc).replace(tzinfo=None), __version__],
+                [number, utc_now(), __version__],
             )
         except BaseException:
             con.rollback()

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import walker
 from .config import Settings
+from .database import utc_now
 from .identity import head_tail_hash
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class _Reconcile:
     def __init__(self, con: duckdb.DuckDBPyConnection, allow_empty: bool = False) -> None:
         self.con = con
         self.allow_empty = allow_empty
-        self.now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.now = utc_now()
         self.report = ScanReport(scanned_at=self.now)
         self.changed: list[_ChangedFolder] = []
         self.gone_dirs: list[tuple[int, str]] = []  # folders that no longer hold audio files

@@ -126,6 +126,7 @@ class Watcher:
         self.recheck: dict[str, float] = {}  # folder -> when its too-fresh files will have settled
         self.observer = None
         self._handler = _LostEvents(self.overflowed)
+        self.started = False  # the first scan's counts are the caller's to report
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Watcher:
         logging.getLogger("watchdog").addHandler(self._handler)
         self._start_observer()
         report = self._scan(self.roots, recursive=True, fresh_is_busy=True)
+        self.started = True
         self.last_full = time.monotonic()
         if self.engine is not None:
             self.engine.plan()  # the backlog, behind anything new
@@ -318,7 +320,7 @@ class Watcher:
         for path, reason in report.problems:
             self.log(f"{path}: {reason}")
         changes = report.added + report.changed + report.moved + report.missing
-        if changes:
+        if changes and self.started:
             self.log(f"{', '.join(f'{n} {k}' for k, n in report.to_json().items() if n and k != 'unchanged')}")
         if self.engine is not None and report.added + report.changed + report.moved:
             touched = self._touched(report)

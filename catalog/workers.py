@@ -23,11 +23,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .config import Settings
+from .database import utc_now
 
 
 @dataclass
@@ -40,10 +40,6 @@ class Job:
     extractors: tuple[str, ...] = ()  # audio jobs: what to run
     # Results the audio has of extractors others read (stems): name -> its identity.
     upstream: dict[str, str] | None = None
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 # One process per core, so each must keep to one thread: numpy's BLAS would otherwise start a
@@ -83,7 +79,7 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
     from .identity import head_tail_hash
     from .registry import PROBE
 
-    started_at, started = _now(), time.perf_counter()
+    started_at, started = utc_now(), time.perf_counter()
     try:
         audio = decode(os.fsdecode(job.path), settings.max_duration)
     except DecodeError as exc:
@@ -120,7 +116,7 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         audio.inputs = {u: upstream[u] for u in extractor.uses if u in upstream}
         given = next(iter(audio.inputs.values()), "mix")
         conn.send(("start", job.job_id, name))
-        started_at, started = _now(), time.perf_counter()
+        started_at, started = utc_now(), time.perf_counter()
         try:
             values, error = extractor.run(audio), None
             upstream[name] = extractor.identity  # what runs after it in this job may read

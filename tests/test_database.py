@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from conftest import REPO, rows, run_muscat
 

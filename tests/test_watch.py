@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from audio import click_track, sine, write
 from conftest import MUSCAT, assert_intact, rows, run_muscat
 
