@@ -152,8 +152,8 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
     import threading
     import time as clock
 
-    _device_option(device)
     settings = obj.settings
+    settings.device = _device_option(device)
     database = obj.database()
     status_line = sys.stderr.isatty()
 
@@ -315,7 +315,7 @@ def extract(obj: Context, only: str | None, device: str, workers: int | None, re
     are recorded with their error (see the `failed` view) and the rest goes on; the exit status
     is then 1. Ctrl-C stops: finished results are kept, work in progress is redone next time.
     """
-    _device_option(device)
+    obj.settings.device = _device_option(device)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     _run_extraction(obj, names, workers, retry_failed, stale, as_json)
 
@@ -466,7 +466,8 @@ def gc(obj: Context, dry_run: bool, older_than: float, as_json: bool) -> None:
         return
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb}: {report.superseded_runs:,} superseded results, {report.missing_files:,} long-missing "
-               f"files, {report.orphaned_audio:,} orphaned audio, {report.values:,} feature values")
+               f"files, {report.orphaned_audio:,} orphaned audio, {report.values:,} feature values, "
+               f"{report.artifact_bytes / 2**20:,.1f} MiB of artifacts")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ class Settings:
     max_duration: float = 3600.0
     # `[extractors.NAME]` tables, validated against the extractors' declared parameters.
     extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where GPU extractors run: auto (a GPU when there is one), cpu, cuda, cuda:N (`--device`).
+    device: str = "auto"
 
 
 # Top-level keys of muscat.toml, with the type each must have.

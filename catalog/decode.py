@@ -45,6 +45,14 @@ class Audio:
     max_seconds: float
     # Upstream results available to the extractor being run: name -> 'name:version:params_hash'.
     inputs: dict[str, str] = field(default_factory=dict)
+    # Their files, by upstream name and kind ('stem:bass' -> path).
+    input_artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Arrays an extractor left for those after it in the same job (demucs: the stems).
+    derived: dict[str, Any] = field(default_factory=dict)
+    # Files the extractor being run produced: (kind, format, path, bytes).
+    artifacts: list[tuple[str, str, str, int]] = field(default_factory=list)
+    artifacts_dir: str = ""
+    device: str = "auto"  # for GPU extractors: see catalog/devices.py
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -83,6 +91,28 @@ class Audio:
                 )
             self._cache["stereo"] = np.ascontiguousarray(pair, dtype=np.float32)
         return self._cache["stereo"]
+
+
+    def stems_mono(self, upstream: str, kinds: tuple[str, ...]) -> np.ndarray | None:
+        """The sum of some stems of an upstream extractor, mono at 44.1 kHz, if it gave them."""
+        if upstream not in self.inputs:
+            return None
+        key = f"stems:{upstream}:{','.join(kinds)}"
+        if key not in self._cache:
+            arrays, rate = self.derived.get(upstream), None
+            if arrays is not None:  # separated in this job: still in memory
+                parts, rate = [arrays["stems"][k] for k in kinds], arrays["sample_rate"]
+            else:
+                import soundfile as sf
+
+                parts = []
+                for kind in kinds:
+                    data, rate = sf.read(self.input_artifacts[upstream][f"stem:{kind}"], dtype="float32",
+                                         always_2d=True)
+                    parts.append(data)
+            mixed = np.sum([p.mean(axis=1) for p in parts], axis=0).astype(np.float32)
+            self._cache[key] = resample(mixed, rate, ANALYSIS_RATE)
+        return self._cache[key]
 
 
 def resample(signal: np.ndarray, rate: int, target: int) -> np.ndarray:

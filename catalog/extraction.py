@@ -49,7 +49,10 @@ class ExtractReport:
 
 
 def select_extractors(settings: Settings, only: list[str] | None) -> tuple[LoadedExtractor, list[LoadedExtractor]]:
-    """The probe, and the CPU extractors this run may use (all runnable ones, or `only`)."""
+    """The probe, and the extractors this run may use (all runnable ones, or `only`).
+
+    GPU extractors run inside the worker processes too, on `settings.device` (a dedicated GPU
+    worker that batches across files is still to come)."""
     loaded = load_extractors(settings)
     by_name = {e.name: e for e in loaded}
     for name in only or []:
@@ -57,7 +60,7 @@ def select_extractors(settings: Settings, only: list[str] | None) -> tuple[Loade
             raise MuscatError(f"--only: no extractor named '{name}' (known: {', '.join(sorted(by_name))})")
     chosen = [
         e for e in loaded
-        if e.name != PROBE and e.device == "cpu" and e.runnable and (not only or e.name in only)
+        if e.name != PROBE and e.runnable and (not only or e.name in only)
     ]
     return by_name[PROBE], chosen
 
@@ -149,16 +152,22 @@ class _Plan:
                         done.add(extractor)
             # Results of extractors that others read (stems), for the audio about to be extracted.
             upstream: dict[str, dict[str, str]] = {}
-            for audio_id, name, identity in con.execute(
+            artifacts: dict[str, dict[str, dict[str, str]]] = {}
+            for audio_id, name, identity, kind, path in con.execute(
                 """
-                SELECT r.audio_id, c.extractor, c.extractor || ':' || c.version || ':' || c.params_hash
+                SELECT r.audio_id, c.extractor, c.extractor || ':' || c.version || ':' || c.params_hash,
+                       a.kind, a.path
                 FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
+                LEFT JOIN run_artifacts a USING (run_id)
                 WHERE r.status = 'ok' AND len(?) > 0 AND list_contains(?, c.extractor)
                   AND r.audio_id IN (SELECT unnest(?))
                 """,
                 [self.upstream_names, self.upstream_names, [row[0] for row in to_extract]],
             ).fetchall():
                 upstream.setdefault(audio_id, {})[name] = identity
+                files = artifacts.setdefault(audio_id, {}).setdefault(name, {})
+                if kind is not None:
+                    files[kind] = path
             con.unregister("chosen")
             con.unregister("only_files")
         for file_id, root, dir_, name, raw, _, display in to_probe:
@@ -166,7 +175,8 @@ class _Plan:
         for audio_id, file_id, root, dir_, name, raw, display, names_ in to_extract:
             self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=False,
                           expected_audio_id=audio_id, extractors=tuple(names_),
-                          upstream=upstream.get(audio_id, {})), display)
+                          upstream=upstream.get(audio_id, {}), upstream_artifacts=artifacts.get(audio_id, {})),
+                      display)
 
     def _add(self, job: Job, display: str) -> None:
         self.jobs.append(job)
@@ -350,14 +360,15 @@ class Engine:
         elif kind == "start":
             worker.running = message[2]
         elif kind == "result":
-            _, _, name, values, error, started_at, seconds, audio_seconds, given = message
+            _, _, name, values, error, started_at, seconds, audio_seconds, given, produced, device = message
             worker.running = None
             audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
             status = "ok" if error is None else "failed"
             if audio_id is not None and self.known is not None and (status == "ok" or not self.retry_failed):
                 self.known.setdefault(audio_id, set()).add(name)
             self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, status, started_at,
-                                    seconds, audio_seconds, values or {}, error, input=given))
+                                    seconds, audio_seconds, values or {}, error, input=given, device=device,
+                                    artifacts=produced))
             self._count(status, job, name, error)
         elif kind == "unreadable":
             _, _, reason, started_at, seconds = message

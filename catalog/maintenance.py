@@ -78,12 +78,14 @@ class GcReport:
     missing_files: int = 0  # file rows missing for longer than the limit
     orphaned_audio: int = 0  # audio no file holds any more, with its results
     values: int = 0  # feature rows freed with the runs above
+    artifact_bytes: int = 0  # files (stems) removed with them
     dry_run: bool = False
     removed: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"superseded_runs": self.superseded_runs, "missing_files": self.missing_files,
-                "orphaned_audio": self.orphaned_audio, "values": self.values, "dry_run": self.dry_run}
+                "orphaned_audio": self.orphaned_audio, "values": self.values,
+                "artifact_bytes": self.artifact_bytes, "dry_run": self.dry_run}
 
 
 def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run: bool = False) -> GcReport:
@@ -100,19 +102,35 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
         report.superseded_runs = _count(con, "SELECT count(*) FROM gc_runs WHERE why = 'superseded'")
         report.missing_files = _count(con, "SELECT count(*) FROM gc_files")
         report.orphaned_audio = _count(con, "SELECT count(*) FROM gc_audio")
+        report.artifact_bytes = _count(
+            con, "SELECT coalesce(sum(bytes), 0) FROM run_artifacts WHERE run_id IN (SELECT run_id FROM gc_runs)"
+        )
         report.values = _count(
             con,
             "SELECT (SELECT count(*) FROM feature_values WHERE run_id IN (SELECT run_id FROM gc_runs)) "
             "+ (SELECT count(*) FROM feature_vector_values WHERE run_id IN (SELECT run_id FROM gc_runs))",
         )
         if not dry_run:
-            for table in ("feature_values", "feature_vector_values", "runs"):
+            for path, in con.execute(
+                "SELECT path FROM run_artifacts WHERE run_id IN (SELECT run_id FROM gc_runs)"
+            ).fetchall():
+                _remove_file(path)
+            for table in ("feature_values", "feature_vector_values", "run_artifacts", "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM gc_runs)")
             con.execute("DELETE FROM files WHERE file_id IN (SELECT file_id FROM gc_files)")
             con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
         for table in ("gc_runs", "gc_files", "gc_audio"):
             con.execute(f"DROP TABLE temp.{table}")
     return report
+
+
+def _remove_file(path: str) -> None:
+    import os
+
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:

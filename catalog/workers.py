@@ -38,8 +38,10 @@ class Job:
     probe: bool  # identify the audio first, then ask which extractors to run
     expected_audio_id: str | None = None  # audio jobs: the content the catalogue expects
     extractors: tuple[str, ...] = ()  # audio jobs: what to run
-    # Results the audio has of extractors others read (stems): name -> its identity.
+    # Results the audio has of extractors others read (stems): name -> its identity, and the
+    # files of those results: name -> {kind: path}.
     upstream: dict[str, str] | None = None
+    upstream_artifacts: dict[str, dict[str, str]] | None = None
 
 
 # One process per core, so each must keep to one thread: numpy's BLAS would otherwise start a
@@ -111,20 +113,34 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
             return
         names, upstream = job.extractors, dict(job.upstream or {})
 
+    audio.artifacts_dir = str(settings.artifacts_dir)
+    audio.device = settings.device
+    audio.input_artifacts = dict(job.upstream_artifacts or {}) if not job.probe else {}
     for name in upstream_first(names, extractors):
         extractor = extractors[name]
-        audio.inputs = {u: upstream[u] for u in extractor.uses if u in upstream}
+        # An upstream result counts as this run's input only when its files are at hand.
+        audio.inputs = {u: upstream[u] for u in extractor.uses
+                        if u in upstream and (u in audio.input_artifacts or u in audio.derived)}
+        audio.artifacts = []
         given = next(iter(audio.inputs.values()), "mix")
         conn.send(("start", job.job_id, name))
         started_at, started = utc_now(), time.perf_counter()
         try:
             values, error = extractor.run(audio), None
             upstream[name] = extractor.identity  # what runs after it in this job may read
+            audio.input_artifacts[name] = {kind: path for kind, _, path, _ in audio.artifacts}
         except Exception as exc:  # noqa: BLE001
             values, error = None, f"{type(exc).__name__}: {exc}"
+        device = "cpu" if extractor.device == "cpu" else _device_used(settings.device)
         conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
-                   audio.duration, given))
+                   audio.duration, given, list(audio.artifacts) if error is None else [], device))
     conn.send(("done", job.job_id))
+
+
+def _device_used(requested: str) -> str:
+    from .devices import resolve
+
+    return resolve(requested)
 
 
 def upstream_first(names: Any, extractors: dict[str, Any]) -> list[str]:

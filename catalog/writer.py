@@ -35,6 +35,7 @@ class Run:
     error: str | None = None
     input: str = "mix"
     device: str = "cpu"
+    artifacts: list[tuple[str, str, str, int]] = field(default_factory=list)  # kind, format, path, bytes
 
 
 @dataclass
@@ -185,7 +186,11 @@ class ResultWriter:
         })
         values: dict[str, list[Any]] = {"run_id": [], "feature": [], "value": [], "text": []}
         vectors: dict[str, list[Any]] = {"run_id": [], "feature": [], "vector": []}
+        produced: dict[str, list[Any]] = {"run_id": [], "kind": [], "format": [], "path": [], "bytes": []}
         for run_id, run in zip(ids, runs):
+            for kind, fmt, path, size in run.artifacts:
+                for key, value in zip(produced, (run_id, kind, fmt, path, size)):
+                    produced[key].append(value)
             kinds = {o.name: o.kind for o in run.extractor.declaration.outputs}
             for feature, value in run.values.items():
                 if kinds[feature] == "vector":
@@ -203,6 +208,13 @@ class ResultWriter:
             "feature": pa.array(values["feature"], pa.string()),
             "value": pa.array(values["value"], pa.float64()),
             "text": pa.array(values["text"], pa.string()),
+        }))
+        con.register("artifact_batch", pa.table({
+            "run_id": pa.array(produced["run_id"], pa.int64()),
+            "kind": pa.array(produced["kind"], pa.string()),
+            "format": pa.array(produced["format"], pa.string()),
+            "path": pa.array(produced["path"], pa.string()),
+            "bytes": pa.array(produced["bytes"], pa.int64()),
         }))
         con.register("vector_batch", pa.table({
             "run_id": pa.array(vectors["run_id"], pa.int64()),
@@ -239,10 +251,11 @@ class ResultWriter:
             """,
             [self.host],
         )
-        for table in ("feature_values", "feature_vector_values", "runs"):
+        for table in ("feature_values", "feature_vector_values", "run_artifacts", "runs"):
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT old_run_id FROM replaced)")
         con.execute("INSERT INTO feature_values SELECT * FROM value_batch")
         con.execute("INSERT INTO feature_vector_values SELECT * FROM vector_batch")
+        con.execute("INSERT INTO run_artifacts SELECT * FROM artifact_batch")
         con.execute("DROP TABLE temp.replaced")
-        for name in ("run_batch", "value_batch", "vector_batch"):
+        for name in ("run_batch", "value_batch", "vector_batch", "artifact_batch"):
             con.unregister(name)

@@ -173,3 +173,12 @@ class FeatureVectorValue(SQLModel, table=True):
     run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
     feature: str = Field(primary_key=True)
     vector: list[float] = Field(sa_column=Column(ARRAY(Float), nullable=False))
+
+
+class RunArtifact(SQLModel, table=True):
+    __tablename__ = "run_artifacts"
+    run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    kind: str = Field(primary_key=True)
+    format: str
+    path: str
+    bytes: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -81,3 +81,14 @@ CREATE TABLE feature_vector_values (
     feature VARCHAR NOT NULL,
     vector  FLOAT[] NOT NULL
 );
+
+-- Files an ok run produced (demucs stems, MIDI of drum onsets), under artifacts_dir.
+-- Written to a temporary name and renamed before the run is recorded: a listed artifact is
+-- always complete.
+CREATE TABLE run_artifacts (
+    run_id BIGINT  NOT NULL,
+    kind   VARCHAR NOT NULL,   -- 'stem:drums', 'stem:bass', ..., 'midi'
+    format VARCHAR NOT NULL,   -- flac, mp3, ogg, wav, mid
+    path   VARCHAR NOT NULL,   -- absolute
+    bytes  BIGINT  NOT NULL
+);

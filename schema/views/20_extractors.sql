@@ -193,3 +193,11 @@ LEFT JOIN extractor_outputs o ON o.extractor = l.extractor AND o.feature = v.fea
 WHERE v.text IS NULL
 GROUP BY ALL
 ORDER BY v.feature, l.version, l.params_hash;
+
+-- artifacts: files produced for present audio (contract), e.g. demucs stems; `artifact` is the
+-- produced file, `path` the library file whose audio it belongs to.
+CREATE OR REPLACE VIEW artifacts AS
+SELECT s.path, s.audio_id, s.extractor, s.version, a.kind, a.format, a.bytes, a.path AS artifact,
+       NOT s.current AS stale
+FROM shown_file_runs s
+JOIN run_artifacts a USING (run_id);
