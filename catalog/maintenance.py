@@ -102,24 +102,30 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
         report.superseded_runs = _count(con, "SELECT count(*) FROM gc_runs WHERE why = 'superseded'")
         report.missing_files = _count(con, "SELECT count(*) FROM gc_files")
         report.orphaned_audio = _count(con, "SELECT count(*) FROM gc_audio")
-        report.artifact_bytes = _count(
-            con, "SELECT coalesce(sum(bytes), 0) FROM run_artifacts WHERE run_id IN (SELECT run_id FROM gc_runs)"
+        # A newer result may have rewritten the same file (stems keep their path): only files
+        # that no surviving result lists are removed.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE gc_artifacts AS
+            SELECT DISTINCT path, bytes FROM run_artifacts
+            WHERE run_id IN (SELECT run_id FROM gc_runs)
+              AND path NOT IN (SELECT path FROM run_artifacts WHERE run_id NOT IN (SELECT run_id FROM gc_runs))
+            """
         )
+        report.artifact_bytes = _count(con, "SELECT coalesce(sum(bytes), 0) FROM gc_artifacts")
         report.values = _count(
             con,
             "SELECT (SELECT count(*) FROM feature_values WHERE run_id IN (SELECT run_id FROM gc_runs)) "
             "+ (SELECT count(*) FROM feature_vector_values WHERE run_id IN (SELECT run_id FROM gc_runs))",
         )
         if not dry_run:
-            for path, in con.execute(
-                "SELECT path FROM run_artifacts WHERE run_id IN (SELECT run_id FROM gc_runs)"
-            ).fetchall():
+            for (path,) in con.execute("SELECT path FROM gc_artifacts").fetchall():
                 _remove_file(path)
             for table in ("feature_values", "feature_vector_values", "run_artifacts", "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM gc_runs)")
             con.execute("DELETE FROM files WHERE file_id IN (SELECT file_id FROM gc_files)")
             con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
-        for table in ("gc_runs", "gc_files", "gc_audio"):
+        for table in ("gc_runs", "gc_files", "gc_audio", "gc_artifacts"):
             con.execute(f"DROP TABLE temp.{table}")
     return report
 

@@ -49,7 +49,9 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
     import essentia.standard as es
     import numpy as np
 
-    mono = audio.mono()
+    # The harmonic stems (no drums) when demucs separated this audio, else the mix.
+    stems = audio.stems_mono("demucs", ("bass", "other", "vocals")) if params["use_stems"] else None
+    mono = stems if stems is not None else audio.mono()
     window = es.Windowing(type="blackmanharris62")
     spectrum = es.Spectrum()
     peaks = es.SpectralPeaks(
@@ -81,5 +83,5 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
         "chroma": chroma.tolist(),
         "chroma_entropy": float(-(nonzero * np.log2(nonzero)).sum()),
         "chroma_peak": float(chroma.max()),
-        "chroma_source": "mix",
+        "chroma_source": "stems" if stems is not None else "mix",
     }

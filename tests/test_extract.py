@@ -177,10 +177,14 @@ def test_only_and_switched_off_extractors(tmp_path):
 
 def test_extractors_json_shape(tmp_path):
     data = json.loads(run_muscat("extractors", "--json", db=tmp_path / "c.duckdb").stdout)
-    assert [d["name"] for d in data] == ["probe"] + CPU_SET
+    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["demucs"])
     for d in data:
         assert {"name", "version", "device", "params_hash", "available", "reason"} <= set(d)
-        assert d["device"] == "cpu" and d["available"] is True and len(d["params_hash"]) == 16
+        assert len(d["params_hash"]) == 16
+        if d["name"] == "demucs":  # no local model folder configured
+            assert d["device"] == "gpu" and d["available"] is False and d["reason"]
+        else:
+            assert d["device"] == "cpu" and d["available"] is True
 
 
 def test_unavailable_device_is_exit_2(tmp_path):

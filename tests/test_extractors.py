@@ -77,7 +77,7 @@ def test_mono_sine_at_minus_23_dbfs_reads_minus_23_lufs(extractors, files):
 
 
 def test_silence_gives_documented_floors_and_no_nan(extractors, files):
-    results = {name: run(extractors, name, files["silence"]) for name in extractors}
+    results = {name: run(extractors, name, files["silence"]) for name, e in extractors.items() if e.available}
     loud = results["loudness"]
     assert loud["loudness_integrated"] == -70.0 and loud["sample_peak"] == -120.0
     assert results["rhythm"]["bpm"] == 0.0 and results["rhythm"]["beats"] == []

@@ -255,23 +255,26 @@ def test_catalogue_of_schema_version_1_migrates_keeping_every_row(tmp_path, monk
 
 
 def test_stems_appearing_after_hpcp_ran_on_the_mix(library, tmp_path):
-    """hpcp declares that it reads demucs' stems. A stand-in `demucs` extractor (the real one,
-    with stems as files, is issue 4's: replace this stand-in with a tiny random-weight model
-    then) shows that hpcp results computed on the mix turn stale, reason `input`, once stems
-    exist, and that reindex recomputes them against the stems."""
+    """hpcp results computed on the mix turn stale (reason `input`) once demucs stems exist, and
+    reindex recomputes them on the harmonic stems (a tiny random-weight Demucs here)."""
+    from models import tiny_demucs_repo
+
     root, db = library
     muscat(db, "extract", "--only", "hpcp")
     database = catalog.Database(db)
     assert rows(database, "SELECT DISTINCT input FROM runs WHERE extractor = 'hpcp'") == [("mix",)]
-    env = install_plugins(tmp_path / "plugins", ("demucs", 1, ()))
-    muscat(db, "extract", "--only", "demucs", env=env)
+    repo = tiny_demucs_repo(tmp_path / "models")
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nshifts = 0\n')
+    muscat(db, "extract", "--only", "demucs")
     assert stale_reasons(db) == [("hpcp", "input", 6)]
-    assert json.loads(muscat(db, "status", "--json", env=env))["extractors"]["hpcp"]["stale"] == 6
-    muscat(db, "reindex", "--only", "hpcp", env=env)
+    assert json.loads(muscat(db, "status", "--json"))["extractors"]["hpcp"]["stale"] == 6
+    muscat(db, "reindex", "--only", "hpcp")
     assert stale_reasons(db) == []
     inputs = rows(database, "SELECT DISTINCT input FROM runs WHERE extractor = 'hpcp'")
     assert len(inputs) == 1 and inputs[0][0].startswith("demucs:1:")
+    assert rows(database, "SELECT DISTINCT text FROM features WHERE feature = 'chroma_source'") == [("stems",)]
     # With use_stems off, hpcp reads the mix again: the stem-based results are the stale ones.
-    (tmp_path / "muscat.toml").write_text("[extractors.hpcp]\nuse_stems = false\n")
-    json.loads(muscat(db, "reindex", "--dry-run", "--json", env=env))
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nshifts = 0\n'
+                                          "[extractors.hpcp]\nuse_stems = false\n")
+    json.loads(muscat(db, "reindex", "--dry-run", "--json"))
     assert stale_reasons(db) == [("hpcp", "params", 6)]

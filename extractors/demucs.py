@@ -1,0 +1,173 @@
+"""demucs: source separation into drums, bass, other and vocals, written as stem files.
+
+Models come only from a local folder (`repo`: `.th` models named `<sig>` or `<sig>-<sha8>`,
+`.yaml` bags): muscat never downloads one. `.th` files are pickles, so only the configured
+folder is read, and Demucs checks the checksum a file name carries. Without a usable folder the
+extractor is unavailable (and says why); files are not marked failed for it.
+
+Stems go to `<artifacts_dir>/<model>/<name>-<audio id>/<stem>.<ext>`: one folder per audio, so
+two files with the same name never share one, and names are made safe to stay inside
+artifacts_dir. Each stem is written to a hidden temporary name and renamed, so a crash never
+leaves a half stem that counts. They are written with soundfile (Demucs' own FLAC writer needs an
+ffmpeg binary), OGG in blocks (libvorbis crashes on long single writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from pathlib import Path
+
+from catalog.extractor import Extractor, Output
+
+STEMS = ("drums", "bass", "other", "vocals")
+
+EXTRACTOR = Extractor(
+    name="demucs",
+    version=1,
+    device="gpu",
+    description="Demucs source separation: stems as files, and each stem's share of the energy.",
+    params={
+        "model": "htdemucs_ft",
+        "repo": "",  # local model folder
+        "format": "flac",  # flac | mp3 | ogg | wav
+        "bits": 16,  # flac: 16 or 24; wav: 16, 24 or 32 (float)
+        "mp3_mode": "vbr",  # vbr | cbr
+        "mp3_bitrate": 96,  # kbps, for cbr
+        "mp3_quality": 7,  # LAME VBR quality 0 (best) .. 9; 7 is about 96 kbps
+        "ogg_quality": 0.4,  # Vorbis quality 0..1
+        "shifts": 1,
+        "overlap": 0.25,
+    },
+    outputs=[Output(f"{stem}_share", "", (0, 1), "scalar", f"Share of the track's energy in the {stem} stem")
+             for stem in STEMS]
+    + [Output(f"{stem}_rms", "dBFS", (-60, 0), "scalar", f"RMS level of the {stem} stem") for stem in STEMS],
+)
+
+FORMATS = {"flac": "FLAC", "mp3": "MP3", "ogg": "OGG", "wav": "WAV"}
+_models: dict[tuple, object] = {}  # loaded once per worker process
+
+
+def _model_files(repo: Path, model: str) -> list[Path]:
+    """The files a model name stands for in a local repo: a bag's members, or one model."""
+    bag = repo / f"{model}.yaml"
+    names = [model]
+    if bag.is_file():
+        import yaml
+
+        names = list(yaml.safe_load(bag.read_text())["models"])
+    files = [bag] if bag.is_file() else []
+    for sig in names:
+        found = [p for p in repo.glob("*.th") if p.stem == sig or p.stem.rsplit("-", 1)[0] == sig]
+        if not found:
+            return []
+        files += found
+    return files
+
+
+def available(params):  # type: ignore[no-untyped-def]
+    if params["format"] not in FORMATS:
+        return f"format must be one of {', '.join(FORMATS)}, not {params['format']!r}"
+    if not params["repo"]:
+        return ("no local model folder: set repo under [extractors.demucs] to a folder of .th models "
+                "and .yaml bags (muscat never downloads models)")
+    repo = Path(params["repo"]).expanduser()
+    if not repo.is_dir():
+        return f"the model folder {repo} does not exist"
+    if not _model_files(repo, params["model"]):
+        present = sorted({p.stem for p in repo.glob("*.yaml")} | {p.stem.rsplit("-", 1)[0] for p in repo.glob("*.th")})
+        return f"model {params['model']!r} is not in {repo} (found: {', '.join(present) or 'nothing'})"
+    return None
+
+
+def weights_fingerprint(params):  # type: ignore[no-untyped-def]
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(_model_files(Path(params["repo"]).expanduser(), params["model"])):
+        st = path.stat()
+        digest.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def track_folder(artifacts_dir: str, model: str, source_path: str, audio_id: str) -> Path:
+    """A folder of its own for this audio's stems, safely named after the source file."""
+    stem = unicodedata.normalize("NFC", os.path.splitext(os.path.basename(source_path))[0])
+    safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in stem).lstrip(". ") or "track"
+    safe = safe.encode("utf-8")[:80].decode("utf-8", "ignore")
+    return Path(artifacts_dir) / model.replace("/", "_") / f"{safe}-{audio_id[:12]}"
+
+
+def write_stem(path: Path, samples, rate: int, params) -> None:  # type: ignore[no-untyped-def]
+    """Write one stem atomically (temporary name, then rename)."""
+    import soundfile as sf
+
+    fmt = params["format"]
+    options: dict = {"format": FORMATS[fmt]}
+    if fmt == "flac":
+        options["subtype"] = "PCM_24" if params["bits"] == 24 else "PCM_16"
+    elif fmt == "wav":
+        options["subtype"] = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}[params["bits"]]
+    elif fmt == "mp3":
+        options["subtype"] = "MPEG_LAYER_III"
+        if params["mp3_mode"] == "cbr":
+            options["bitrate_mode"] = "CONSTANT"
+            options["compression_level"] = min(1.0, max(0.0, (320 - params["mp3_bitrate"]) / (320 - 32)))
+        else:
+            options["bitrate_mode"] = "VARIABLE"
+            options["compression_level"] = params["mp3_quality"] / 9
+    elif fmt == "ogg":
+        options["subtype"] = "VORBIS"
+        options["compression_level"] = 1.0 - params["ogg_quality"]
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with sf.SoundFile(temporary, "w", rate, samples.shape[1], **options) as out:
+            for start in range(0, len(samples), 65536):  # OGG: blocks, never one long write
+                out.write(samples[start : start + 65536])
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _separator(params, device: str):  # type: ignore[no-untyped-def]
+    key = (params["repo"], params["model"], device, params["shifts"], params["overlap"])
+    if key not in _models:
+        from demucs.api import Separator
+
+        _models[key] = Separator(params["model"], repo=Path(params["repo"]).expanduser(), device=device,
+                                 shifts=params["shifts"], overlap=params["overlap"], progress=False)
+    return _models[key]
+
+
+def extract(audio, params):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from catalog.devices import resolve
+
+    device = resolve(audio.device)
+    import torch
+
+    from demucs.audio import convert_audio
+
+    separator = _separator(params, device)
+    rate = separator.samplerate
+    wav = torch.from_numpy(np.ascontiguousarray(audio._whole().T))
+    # Demucs converts channels only when it also resamples: give it the model's layout.
+    wav = convert_audio(wav, audio.sample_rate, rate, separator.audio_channels)
+    with torch.inference_mode():
+        _, stems = separator.separate_tensor(wav, rate)
+    arrays = {name: np.ascontiguousarray(stems[name].cpu().numpy().T, dtype=np.float32) for name in STEMS}
+    folder = track_folder(audio.artifacts_dir, params["model"], audio.path, audio.audio_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in STEMS:
+        path = folder / f"{name}.{params['format']}"
+        write_stem(path, arrays[name], rate, params)
+        audio.artifacts.append((f"stem:{name}", params["format"], str(path), path.stat().st_size))
+    audio.derived["demucs"] = {"stems": arrays, "sample_rate": rate}  # for hpcp in this job
+    energy = {name: float(np.mean(arrays[name].astype(np.float64) ** 2)) for name in STEMS}
+    total = sum(energy.values())
+    result = {}
+    for name in STEMS:
+        result[f"{name}_share"] = energy[name] / total if total > 0 else None
+        result[f"{name}_rms"] = max(-120.0, 10 * float(np.log10(energy[name]))) if energy[name] > 0 else -120.0
+    return result

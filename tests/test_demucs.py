@@ -1,0 +1,160 @@
+"""Demucs stems from a local model folder: availability, formats, layout, atomic writes, and
+hpcp on the harmonic stems. A tiny random-weight HTDemucs is loaded through the real path."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from audio import chord_progression, sine, write
+from conftest import rows, run_muscat
+from models import tiny_demucs_repo
+
+import catalog
+from catalog import decode
+from extractors import demucs
+
+STEMS = ["bass", "drums", "other", "vocals"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return tiny_demucs_repo(tmp_path_factory.mktemp("models"))
+
+
+def params(repo: Path, **overrides) -> dict:
+    return {**demucs.EXTRACTOR.params, "repo": str(repo), "model": "tiny", "shifts": 0, **overrides}
+
+
+def separate(repo: Path, source: Path, artifacts: Path, **overrides):
+    audio = decode.decode(str(source))
+    audio.artifacts_dir, audio.device = str(artifacts), "cpu"
+    values = demucs.extract(audio, params(repo, **overrides))
+    return audio, values
+
+
+def test_unavailable_without_a_model_folder_and_nothing_fails(tmp_path, repo):
+    db = tmp_path / "c.duckdb"
+    listing = {e["name"]: e for e in json.loads(run_muscat("extractors", "--json", db=db).stdout)}
+    assert listing["demucs"]["available"] is False and "no local model folder" in listing["demucs"]["reason"]
+    for toml, reason in [(f'repo = "{tmp_path}/nowhere"', "does not exist"),
+                         (f'repo = "{repo}"\nmodel = "htdemucs_ft"', "is not in")]:
+        (tmp_path / "muscat.toml").write_text(f"[extractors.demucs]\n{toml}\n")
+        entry = {e["name"]: e for e in json.loads(run_muscat("extractors", "--json", db=db).stdout)}["demucs"]
+        assert entry["available"] is False and reason in entry["reason"]
+    write(tmp_path / "Music" / "a.wav", sine(440, 1.0))
+    run_muscat("scan", str(tmp_path / "Music"), db=db)
+    result = run_muscat("extract", "--only", "demucs", "--json", db=db)
+    assert result.returncode == 0 and json.loads(result.stdout)["failed"] == 0
+    assert rows(catalog.Database(db), "SELECT count(*) FROM pending WHERE extractor = 'demucs'") == [(0,)]
+
+
+@pytest.mark.parametrize("fmt,extra,subtype", [
+    ("flac", {}, "PCM_16"), ("flac", {"bits": 24}, "PCM_24"),
+    ("wav", {}, "PCM_16"), ("wav", {"bits": 24}, "PCM_24"), ("wav", {"bits": 32}, "FLOAT"),
+    ("mp3", {"mp3_mode": "vbr"}, "MPEG_LAYER_III"), ("mp3", {"mp3_mode": "cbr", "mp3_bitrate": 128}, "MPEG_LAYER_III"),
+    ("ogg", {}, "VORBIS"),
+])
+def test_four_stems_in_every_format(tmp_path, repo, fmt, extra, subtype):
+    source = write(tmp_path / "Song.wav", sine(220, 1.5, channels=2))
+    audio, values = separate(repo, source, tmp_path / "artifacts", format=fmt, **extra)
+    folder = tmp_path / "artifacts" / "tiny" / f"Song-{audio.audio_id[:12]}"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.{fmt}" for s in STEMS)
+    for stem in STEMS:
+        info = sf.info(folder / f"{stem}.{fmt}")
+        assert (info.samplerate, info.channels, info.subtype) == (44100, 2, subtype)
+        assert abs(info.frames - audio.frames) <= (3000 if fmt == "mp3" else 0)
+    assert sorted(kind for kind, *_ in audio.artifacts) == sorted(f"stem:{s}" for s in STEMS)
+    shares = [values[f"{s}_share"] for s in STEMS]
+    assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
+
+
+def test_mono_and_other_rates_come_out_as_the_models_stereo(tmp_path, repo):
+    source = write(tmp_path / "mono48.wav", sine(220, 1.0, sr=48000), sr=48000)
+    audio, _ = separate(repo, source, tmp_path / "artifacts")
+    info = sf.info(audio.artifacts[0][2])
+    assert (info.samplerate, info.channels) == (44100, 2)
+    assert info.frames == pytest.approx(44100, abs=2)
+
+
+def test_same_names_never_share_a_folder_and_odd_names_stay_inside(tmp_path, repo):
+    artifacts = tmp_path / "artifacts"
+    one = write(tmp_path / "a" / "song.wav", sine(220, 1.0))
+    two = write(tmp_path / "b" / "song.wav", sine(330, 1.0))
+    folders = {Path(separate(repo, p, artifacts)[0].artifacts[0][2]).parent for p in (one, two)}
+    assert len(folders) == 2
+    for name in ["..flac", "..", "ünïcødé 曲.wav", "x" * 240 + ".wav", "new\nline.wav", "back\\slash.wav"]:
+        folder = demucs.track_folder(str(artifacts), "tiny", f"/music/{name}", "0123456789abcdef")
+        assert folder.resolve().is_relative_to(artifacts.resolve()) and folder.parent == artifacts / "tiny"
+        assert len(folder.name.encode()) <= 100 and "\n" not in folder.name
+
+
+def test_gc_removes_stems_of_audio_no_file_holds(tmp_path, repo):
+    root = tmp_path / "Music"
+    write(root / "gone.wav", sine(220, 1.0))
+    write(root / "kept.wav", sine(330, 1.0))
+    db = tmp_path / "c.duckdb"
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nshifts = 0\n')
+    run_muscat("scan", str(root), db=db)
+    run_muscat("extract", "--only", "demucs", db=db)
+    database = catalog.Database(db)
+    gone = [Path(a) for (a,) in rows(database, "SELECT artifact FROM artifacts WHERE path LIKE '%gone.wav'")]
+    size = sum(p.stat().st_size for p in gone)
+    (root / "gone.wav").unlink()
+    run_muscat("scan", str(root), db=db)
+    report = json.loads(run_muscat("gc", "--older-than", "0", "--json", db=db).stdout)
+    assert report["orphaned_audio"] == 1 and report["artifact_bytes"] == size > 0
+    assert not any(p.exists() for p in gone)
+    assert all(Path(a).is_file() for (a,) in rows(database, "SELECT artifact FROM artifacts"))
+
+
+def test_a_crash_mid_write_leaves_no_stem(tmp_path, monkeypatch):
+    target = tmp_path / "drums.flac"
+    real_write = sf.SoundFile.write
+    calls = []
+
+    def failing(self, data):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", failing)
+    with pytest.raises(OSError, match="No space"):
+        demucs.write_stem(target, np.zeros((200_000, 2), np.float32), 44100, demucs.EXTRACTOR.params)
+    assert list(tmp_path.iterdir()) == []  # neither the stem nor its temporary file
+
+
+def test_stems_in_the_catalogue_and_hpcp_on_the_harmonic_stems(tmp_path, repo):
+    root = tmp_path / "Music"
+    write(root / "chords.flac", chord_progression(seconds_each=0.5))
+    write(root / "tone.wav", sine(330, 1.0, channels=2))
+    db = tmp_path / "c.duckdb"
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny_bag"\nshifts = 0\n')
+    run_muscat("scan", str(root), db=db)
+    result = run_muscat("extract", "--only", "demucs,hpcp", "--json", db=db)
+    assert result.returncode == 0, result.stderr
+    database = catalog.Database(db)
+    assert rows(database, "SELECT count(*), count(DISTINCT artifact) FROM artifacts") == [(8, 8)]
+    for (artifact,) in rows(database, "SELECT artifact FROM artifacts"):
+        assert Path(artifact).is_file() and Path(artifact).is_relative_to(tmp_path / "muscat-artifacts" / "tiny_bag")
+    assert rows(database, "SELECT DISTINCT device FROM runs WHERE extractor = 'demucs'") == [("cpu",)]
+    inputs = rows(database, "SELECT DISTINCT input FROM runs WHERE extractor = 'hpcp'")
+    assert len(inputs) == 1 and inputs[0][0].startswith("demucs:1:")
+    assert rows(database, "SELECT DISTINCT text FROM features WHERE feature = 'chroma_source'") == [("stems",)]
+    assert rows(database, "SELECT count(*) FROM stale") == [(0,)]
+    # New weights: the stems (and so hpcp's input) are stale; reindex redoes both.
+    os.utime(repo / "tiny.th", ns=(1, 1))
+    assert rows(database, "SELECT count(*) FROM stale") == [(0,)]
+    summary = json.loads(run_muscat("reindex", "--dry-run", "--json", db=db).stdout)
+    assert summary["extractors"]["demucs"]["reasons"] == {"weights": 2}
+    assert run_muscat("reindex", db=db).returncode == 0
+    assert rows(database, "SELECT count(*) FROM stale") == [(0,)]
+    # The new stems were written over the old ones' paths: gc must not remove them.
+    assert json.loads(run_muscat("gc", "--json", db=db).stdout)["artifact_bytes"] == 0
+    for (artifact,) in rows(database, "SELECT artifact FROM artifacts"):
+        assert Path(artifact).is_file()
