@@ -24,3 +24,16 @@ def tiny_demucs_repo(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
                 "training_args": {}}, folder / f"{name}.th")
     (folder / f"{name}_bag.yaml").write_text(f"models: ['{name}']\n")
     return folder
+
+
+def adtof_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A random-weight checkpoint in the format ADTOF's PyTorch port writes."""
+    import torch
+
+    from extractors.drums import build_model, filterbank
+
+    torch.manual_seed(seed)
+    model = build_model(filterbank().shape[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_weights": model.state_dict(), "model_info": {"name": "Frame_RNN", "test": True}}, path)
+    return path
