@@ -73,6 +73,9 @@ class Extractor:
     # that its results become stale (reason `input`) when those appear or change. A module may
     # narrow this by parameters with `uses(params) -> list[str]`.
     uses: Sequence[str] = ()
+    # Of those, the ones it is pointless without (bass_pitch: the bass stem): while one of them
+    # cannot run, neither can this one, and `muscat extractors` says why.
+    needs: Sequence[str] = ()
     # "audio": results belong to the content; "file": to the file (probe: codec, bitrate).
     scope: Literal["audio", "file"] = "audio"
 

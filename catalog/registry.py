@@ -51,6 +51,13 @@ def load_extractors(settings: Settings) -> list[LoadedExtractor]:
         if fingerprint is not None and extractor.available:
             extractor.weights_fingerprint = fingerprint(params)
         loaded[declaration.name] = extractor
+    for extractor in loaded.values():
+        for needed in extractor.declaration.needs:
+            other = loaded.get(needed)
+            if extractor.unavailable_reason is None and (other is None or not other.runnable):
+                why = "not installed" if other is None else (
+                    "switched off" if not other.enabled else other.unavailable_reason)
+                extractor.unavailable_reason = f"needs {needed}, which cannot run ({why})"
     owners: dict[str, str] = {}
     for extractor in loaded.values():
         for output in extractor.declaration.outputs:

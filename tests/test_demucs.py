@@ -135,10 +135,13 @@ def test_stems_in_the_catalogue_and_hpcp_on_the_harmonic_stems(tmp_path, repo):
     write(root / "tone.wav", sine(330, 1.0, channels=2))
     db = tmp_path / "c.duckdb"
     (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny_bag"\nshifts = 0\n')
+    listing = {e["name"]: e for e in json.loads(run_muscat("extractors", "--json", db=db).stdout)}
+    assert listing["demucs"]["available"] and listing["bass_pitch"]["available"]  # needs demucs: there
     run_muscat("scan", str(root), db=db)
-    result = run_muscat("extract", "--only", "demucs,hpcp", "--json", db=db)
+    result = run_muscat("extract", "--only", "demucs,hpcp,bass_pitch", "--json", db=db)
     assert result.returncode == 0, result.stderr
     database = catalog.Database(db)
+    assert rows(database, "SELECT DISTINCT text FROM features WHERE feature = 'bass_source'") == [("stems",)]
     assert rows(database, "SELECT count(*), count(DISTINCT artifact) FROM artifacts") == [(8, 8)]
     for (artifact,) in rows(database, "SELECT artifact FROM artifacts"):
         assert Path(artifact).is_file() and Path(artifact).is_relative_to(tmp_path / "muscat-artifacts" / "tiny_bag")

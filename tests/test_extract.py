@@ -177,12 +177,14 @@ def test_only_and_switched_off_extractors(tmp_path):
 
 def test_extractors_json_shape(tmp_path):
     data = json.loads(run_muscat("extractors", "--json", db=tmp_path / "c.duckdb").stdout)
-    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["demucs", "drums"])
+    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_pitch", "demucs", "drums"])
     for d in data:
         assert {"name", "version", "device", "params_hash", "available", "reason"} <= set(d)
         assert len(d["params_hash"]) == 16
         if d["name"] in ("demucs", "drums"):  # no model folder or weights configured
             assert d["device"] == "gpu" and d["available"] is False and d["reason"]
+        elif d["name"] == "bass_pitch":  # its weights ship in its wheel, but it needs the stems
+            assert d["device"] == "gpu" and d["available"] is False and d["reason"].startswith("needs demucs")
         else:
             assert d["device"] == "cpu" and d["available"] is True
 
