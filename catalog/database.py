@@ -58,6 +58,12 @@ class Database:
         self._memory: duckdb.DuckDBPyConnection | None = None
         self._migrated = False
 
+    def close(self) -> None:
+        """Release the in-memory DuckDB instance that write batches attach the file to."""
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+
     # -- writing -------------------------------------------------------------------------
 
     @contextmanager

@@ -30,8 +30,18 @@ def settings(tmp_path: Path) -> catalog.Settings:
 
 
 @pytest.fixture
-def db(settings: catalog.Settings) -> catalog.Database:
-    return catalog.Database(settings.db_path, lock_timeout=10)
+def db(settings: catalog.Settings):
+    database = catalog.Database(settings.db_path, lock_timeout=10)
+    yield database
+    database.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # DuckDB connections still referenced at interpreter exit make its bindings print leak
+    # warnings after pytest's summary: free them while the interpreter is whole.
+    import gc
+
+    gc.collect()
 
 
 def run_muscat(*args: str, db: Path | None = None, cwd: Path | None = None, env: dict | None = None,
