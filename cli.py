@@ -197,7 +197,7 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             recent.pop(0)
         rate = (done - recent[0][1]) / max(now - recent[0][0], 1.0)
         queue = engine.waiting if engine else 0
-        polled = f" ({watcher.stats.polled} polled)" if watcher.stats.polled else ""
+        polled = f" ({len(watcher.polled)} polled)" if watcher.polled else ""
         line = (f"watching {len(watcher.roots)} root{'s' if len(watcher.roots) != 1 else ''}{polled} · "
                 f"queue {queue:,} · {rate:.1f} files/s · {done:,} done · {seen_failures:,} failed")
         if status_line:

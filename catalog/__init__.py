@@ -33,7 +33,7 @@ _EXPORTS = {
     "status": "catalog.status",
     "stats": "catalog.status",
     "extractors": "catalog.status",
-    "sync_extractors": "catalog.status",
+    "sync_extractors": "catalog.extractor_state",
     "extract": "catalog.extraction",
     "Engine": "catalog.extraction",
     "Watcher": "catalog.watcher",

@@ -48,12 +48,11 @@ class ExtractReport:
                 "skipped": self.skipped, "interrupted": self.interrupted}
 
 
-def select_extractors(settings: Settings, only: list[str] | None) -> tuple[LoadedExtractor, list[LoadedExtractor]]:
+def select_extractors(loaded: list[LoadedExtractor], only: list[str] | None) -> tuple[LoadedExtractor, list[LoadedExtractor]]:
     """The probe, and the extractors this run may use (all runnable ones, or `only`).
 
     GPU extractors run inside the worker processes too, on `settings.device` (a dedicated GPU
     worker that batches across files is still to come)."""
-    loaded = load_extractors(settings)
     by_name = {e.name: e for e in loaded}
     for name in only or []:
         if name not in by_name:
@@ -220,15 +219,16 @@ class Engine:
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
                  retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
                  keep_results_when_locked: bool = False, stale: bool = False) -> None:
-        from .status import sync_extractors
+        from . import extractor_state
 
         self.db = db
         self.settings = settings
-        self.probe, self.extractors = select_extractors(settings, only)
+        loaded = load_extractors(settings)
+        self.probe, self.extractors = select_extractors(loaded, only)
         self.by_name = {e.name: e for e in self.extractors}
-        self.identities = {e.name: e.identity for e in load_extractors(settings)}
+        self.identities = {e.name: e.identity for e in loaded}
         self.stale = stale
-        sync_extractors(db, settings)
+        extractor_state.sync(db, loaded)
         self.retry_failed = retry_failed
         self.progress = progress
         self.report = ExtractReport()

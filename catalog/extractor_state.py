@@ -18,6 +18,7 @@ from .extractor import LoadedExtractor
 if TYPE_CHECKING:
     import duckdb
 
+    from .config import Settings
     from .database import Database
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "schema" / "templates" / "track_features.sql"
@@ -46,6 +47,13 @@ def _state(extractors: list[LoadedExtractor]) -> list[dict]:
 def _digest(extractors: list[LoadedExtractor]) -> str:
     text = json.dumps(_state(extractors), sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def sync_extractors(db: Database, settings: Settings) -> None:
+    """Record the configured extractors' identities and outputs in the catalogue if they changed."""
+    from .registry import load_extractors
+
+    sync(db, load_extractors(settings))
 
 
 def sync(db: Database, extractors: list[LoadedExtractor]) -> None:

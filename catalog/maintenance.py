@@ -3,7 +3,7 @@ has been superseded (`gc`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ def stale_summary(db: Database, settings: Settings, only: list[str] | None = Non
                   workers: int | None = None) -> dict[str, Any]:
     """What `muscat reindex --dry-run --json` prints (contract), with reasons and the basis of
     each estimate. Seconds are wall time with `workers` CPU processes."""
-    from .status import sync_extractors
+    from .extractor_state import sync_extractors
 
     sync_extractors(db, settings)
     workers = workers or settings.workers
@@ -80,7 +80,6 @@ class GcReport:
     values: int = 0  # feature rows freed with the runs above
     artifact_bytes: int = 0  # files (stems) removed with them
     dry_run: bool = False
-    removed: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"superseded_runs": self.superseded_runs, "missing_files": self.missing_files,
@@ -92,7 +91,7 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
     """Drop superseded results (once their replacement exists), files missing for longer than
     `older_than_days`, and audio no file holds any more. Stale results without a replacement
     are kept: they are what `features` shows until `reindex` has run."""
-    from .status import sync_extractors
+    from .extractor_state import sync_extractors
 
     sync_extractors(db, settings)
     cutoff = utc_now() - timedelta(days=older_than_days)

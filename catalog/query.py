@@ -48,7 +48,7 @@ def query(db: Database, sql: str, settings: Settings | None = None) -> tuple[lis
     import duckdb
 
     if settings is not None:
-        from .status import sync_extractors
+        from .extractor_state import sync_extractors
 
         sync_extractors(db, settings)
 

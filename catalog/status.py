@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .extractor_state import sync_extractors
+
 if TYPE_CHECKING:
     from .config import Settings
     from .database import Database
@@ -98,11 +100,3 @@ def extractors(settings: Settings) -> list[dict[str, Any]]:
         }
         for e in load_extractors(settings)
     ]
-
-
-def sync_extractors(db: Database, settings: Settings) -> None:
-    """Record the configured extractors' identities and outputs in the catalogue if they changed."""
-    from . import extractor_state
-    from .registry import load_extractors
-
-    extractor_state.sync(db, load_extractors(settings))

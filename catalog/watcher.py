@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from .config import Settings
@@ -79,16 +78,6 @@ class _LostEvents(logging.Handler):
             self.flag.set()
 
 
-@dataclass
-class WatchStats:
-    roots: int = 0
-    polled: int = 0
-    scans: int = 0
-    files_done: int = 0
-    failures: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
 class Watcher:
     def __init__(
         self,
@@ -111,7 +100,6 @@ class Watcher:
         self.full_rescan = full_rescan
         self.engine = engine
         self.log = log
-        self.stats = WatchStats(roots=len(self.roots))
         self.extensions = {"." + e for e in settings.audio_extensions}
         self.events: queue.Queue = queue.Queue()
         self.overflowed = threading.Event()
@@ -176,7 +164,6 @@ class Watcher:
             for root in watched:
                 self.polled[root] = time.monotonic()
             self.observer = None
-        self.stats.polled = len(self.polled)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -314,7 +301,6 @@ class Watcher:
     def _scan(self, paths: list[str], recursive: bool, fresh_is_busy: bool = False) -> ScanReport:
         defer = self._defer_fresh if fresh_is_busy or self.poll_all else self._defer_writing
         report = scan(self.db, paths, self.settings, allow_empty=False, recursive=recursive, defer=defer)
-        self.stats.scans += 1
         for root, reason in report.offline:
             self.log(f"{root}: {reason}; left as it was, nothing marked missing")
         for path, reason in report.problems:

@@ -73,7 +73,6 @@ class ResultWriter:
         self.probed: list[Probed] = []
         self.reprobe: list[int] = []  # files whose content changed since they were probed
         self._last_flush = time.monotonic()
-        self.written_runs = 0
 
     def add_run(self, run: Run) -> None:
         self.runs.append(run)
@@ -116,7 +115,6 @@ class ResultWriter:
             self._write_runs(con)
             if self.reprobe:
                 con.execute("UPDATE files SET probed_at = NULL WHERE list_contains(?, file_id)", [self.reprobe])
-        self.written_runs += len(self.runs)
         self.runs, self.probed, self.reprobe = [], [], []
         self._last_flush = time.monotonic()
 
