@@ -185,8 +185,6 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             for path, extractor, error in engine.report.failures[seen_failures:]:
                 log(f"{path}: {extractor}: {error}")
             seen_failures = len(engine.report.failures)
-            if engine.writer.lock_warning:
-                log(engine.writer.lock_warning)
         now = clock.monotonic()
         if now - last_shown < (0.5 if status_line else 30.0):
             return
@@ -338,6 +336,8 @@ def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, 
     else:
         click.echo(f"{report.files:,} files: {report.probed:,} probed, {report.ok:,} results, "
                    f"{report.failed:,} failed, {report.skipped:,} already analysed")
+    if report.vanished:
+        _warn(f"{report.vanished:,} files were moved or deleted while waiting: scan again to find them")
     if report.interrupted:
         _warn("interrupted: finished results were kept; the rest is pending")
         sys.exit(130)

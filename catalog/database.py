@@ -67,9 +67,12 @@ class Database:
     # -- writing -------------------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One write batch: the file attached, a transaction open, committed on success."""
-        con = self._attach()
+    def write(self, patience: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write batch: the file attached, a transaction open, committed on success.
+
+        While another process holds the file, wait up to `patience` seconds (default: the
+        lock timeout), then raise CatalogLocked."""
+        con = self._attach(patience)
         try:
             con.begin()
             try:
@@ -81,7 +84,7 @@ class Database:
         finally:
             self._detach(con)
 
-    def _attach(self) -> duckdb.DuckDBPyConnection:
+    def _attach(self, patience: float | None = None) -> duckdb.DuckDBPyConnection:
         import duckdb
 
         if self._memory is None:
@@ -91,7 +94,7 @@ class Database:
         exists = self.path.exists()
         option = "" if exists else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
         quoted = str(self.path).replace("'", "''")
-        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"))
+        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"), patience)
         con.execute(f"USE {ALIAS}")
         if not self._migrated:
             from . import migrations
@@ -138,9 +141,10 @@ class Database:
 
     # -- waiting on other processes --------------------------------------------------------
 
-    def _retry_while_locked(self, action):  # type: ignore[no-untyped-def]
+    def _retry_while_locked(self, action, patience: float | None = None):  # type: ignore[no-untyped-def]
         import duckdb
 
+        timeout = self.lock_timeout if patience is None else patience
         started = time.monotonic()
         told = False
         delay = 0.01
@@ -152,10 +156,11 @@ class Database:
                 if holder is None:
                     raise DatabaseError(f"cannot open the catalogue {self.path}: {exc}") from None
                 waited = time.monotonic() - started
-                if waited >= self.lock_timeout:
+                if waited >= timeout:
+                    held = f"the catalogue {self.path} is held by {holder}"
                     raise CatalogLocked(
-                        f"the catalogue {self.path} is held by {holder}; gave up after "
-                        f"{waited:.0f} s (set lock_timeout in muscat.toml to wait longer)"
+                        f"{held}; gave up after {waited:.0f} s (set lock_timeout in muscat.toml to "
+                        "wait longer)", held,
                     ) from None
                 if not told and waited >= QUIET_WAIT_S:
                     self.notify(f"waiting for the catalogue {self.path}: it is held by {holder}")

@@ -18,6 +18,10 @@ class DatabaseError(MuscatError):
 class CatalogLocked(DatabaseError):
     """Another process held the catalogue for longer than we were willing to wait."""
 
+    def __init__(self, message: str, holder_message: str = "") -> None:
+        super().__init__(message)
+        self.holder_message = holder_message or message  # "the catalogue X is held by Y"
+
 
 class ReadOnlyViolation(MuscatError):
     """A statement given to `muscat sql` would change something."""

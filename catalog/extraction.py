@@ -40,12 +40,13 @@ class ExtractReport:
     ok: int = 0  # extractor runs that succeeded
     failed: int = 0  # runs (probe included) that failed
     skipped: int = 0  # files whose audio was done already or is being done by another job
+    vanished: int = 0  # files moved or deleted since the plan: left for the next one
     interrupted: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, extractor, error)
 
     def to_json(self) -> dict[str, Any]:
         return {"files": self.files, "probed": self.probed, "ok": self.ok, "failed": self.failed,
-                "skipped": self.skipped, "interrupted": self.interrupted}
+                "skipped": self.skipped, "vanished": self.vanished, "interrupted": self.interrupted}
 
 
 def select_extractors(loaded: list[LoadedExtractor], only: list[str] | None) -> tuple[LoadedExtractor, list[LoadedExtractor]]:
@@ -245,6 +246,9 @@ class Engine:
         # has files to identify, then kept up to date from this engine's own results.
         self.known: dict[str, set[str]] | None = None
         self.done_jobs = 0
+        # Files that were gone when their job came (moved, deleted): nothing is recorded for
+        # them; the next plan of changed files looks at them again, wherever they are now.
+        self.vanished: set[int] = set()
 
     # -- the pool --------------------------------------------------------------------------
 
@@ -266,7 +270,7 @@ class Engine:
         for worker in self.workers:
             worker.kill()
         self.workers = []
-        self.writer.flush()
+        self.writer.close()
 
     @property
     def idle(self) -> bool:
@@ -280,6 +284,12 @@ class Engine:
 
     def plan(self, file_ids: list[int] | None = None, front: bool = False) -> int:
         """Queue pending work (of `file_ids` only, when given); returns the number of new jobs."""
+        # Finished results still in memory first: the plan reads the catalogue, and would
+        # otherwise queue again a file whose probe is done but not yet written.
+        self.writer.flush()
+        if file_ids is not None:
+            file_ids = sorted(set(file_ids) | self.vanished)
+            self.vanished.clear()
         plan = _Plan(self.db, self.extractors, self.retry_failed, file_ids, self.next_job_id,
                      load_known=self.known is None, stale=self.stale)
         self.next_job_id = plan.next_job_id
@@ -381,6 +391,12 @@ class Engine:
                 self.writer.add_reprobe(job.file_id)
         elif kind == "changed":
             self.writer.add_reprobe(job.file_id)
+        elif kind == "vanished":
+            self.report.vanished += 1
+            if job.probe:
+                self.vanished.add(job.file_id)
+            else:
+                self.writer.add_reprobe(job.file_id)
         elif kind == "done":
             self._finish_job(worker)
 

@@ -1,7 +1,13 @@
-"""Invariants of a catalogue, checked by the tests after every kind of change."""
+"""Invariants of a catalogue: what holds after anything happens (a crash, a kill, a full disk).
+
+The tests check them after every kind of change and after kill -9 campaigns; `muscat doctor`
+checks them on a user's catalogue. Each check is a query returning offending rows (empty: it
+holds), except the artifact check, which also looks at the files on disk.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,14 +42,84 @@ CHECKS: dict[str, str] = {
     "a folder is recorded twice": """
         SELECT root_id, dir FROM dirs GROUP BY ALL HAVING count(*) > 1
     """,
+    # Runs are written once finished, in the same transaction as their values: there is no
+    # 'running' state, and a killed job leaves nothing behind.
+    "a run has a status other than ok or failed": """
+        SELECT run_id, status FROM runs WHERE status NOT IN ('ok', 'failed')
+    """,
+    "the same result is recorded twice": """
+        SELECT r.extractor, r.version, r.params_hash,
+               CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END AS subject,
+               count(*)
+        FROM runs r LEFT JOIN extractor_current c USING (extractor)
+        GROUP BY ALL HAVING count(*) > 1
+    """,
+    "a feature value is recorded twice for one run": """
+        SELECT run_id, feature, count(*) FROM (
+            SELECT run_id, feature FROM feature_values
+            UNION ALL SELECT run_id, feature FROM feature_vector_values
+        ) GROUP BY ALL HAVING count(*) > 1
+    """,
+    "a feature value or artifact belongs to no ok run": """
+        SELECT run_id FROM (
+            SELECT run_id FROM feature_values UNION ALL SELECT run_id FROM feature_vector_values
+            UNION ALL SELECT run_id FROM run_artifacts
+        ) WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = 'ok')
+    """,
+    "an ok run lacks some of its extractor's features": """
+        SELECT r.run_id, r.extractor, count(DISTINCT v.feature) AS has, o.declared
+        FROM runs r JOIN extractor_current c USING (extractor, version, params_hash)
+        JOIN (SELECT extractor, count(*) AS declared FROM extractor_outputs GROUP BY ALL) o
+          USING (extractor)
+        LEFT JOIN (
+            SELECT run_id, feature FROM feature_values
+            UNION ALL SELECT run_id, feature FROM feature_vector_values
+        ) v USING (run_id)
+        WHERE r.status = 'ok'
+        GROUP BY r.run_id, r.extractor, o.declared
+        HAVING count(DISTINCT v.feature) <> o.declared
+    """,
+    "a run of audio the catalogue does not know": """
+        SELECT run_id, audio_id FROM runs
+        WHERE audio_id IS NOT NULL AND audio_id NOT IN (SELECT audio_id FROM audio)
+    """,
+    "a file refers to audio the catalogue does not know": """
+        SELECT file_id, audio_id FROM files
+        WHERE audio_id IS NOT NULL AND audio_id NOT IN (SELECT audio_id FROM audio)
+    """,
 }
 
 
-def violations(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    """The invariants that do not hold, each with a few offending rows."""
+def violations(con: duckdb.DuckDBPyConnection, files: bool = True) -> dict[str, list[tuple]]:
+    """The invariants that do not hold, each with a few offending rows; with `files`, also
+    whether every recorded artifact is on disk, whole."""
     found = {}
     for name, sql in CHECKS.items():
         rows = con.execute(sql + " LIMIT 5").fetchall()
         if rows:
             found[name] = rows
+    if files:
+        broken = artifact_problems(con)
+        if broken:
+            found["a recorded artifact is missing, of another size, or a temporary file"] = broken[:5]
     return found
+
+
+def artifact_problems(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(path, problem) for artifacts of ok runs that are not on disk as recorded.
+
+    Files are written to a temporary name and renamed before their run is recorded, so a listed
+    artifact is complete; one that is gone since (deleted by hand) shows up here too."""
+    problems = []
+    for path, size in con.execute("SELECT path, bytes FROM run_artifacts").fetchall():
+        if os.path.basename(path).startswith("."):
+            problems.append((path, "a temporary name is recorded"))
+            continue
+        try:
+            actual = os.stat(path).st_size
+        except OSError as exc:
+            problems.append((path, exc.strerror or "cannot be read"))
+            continue
+        if actual != size:
+            problems.append((path, f"{actual} bytes on disk, {size} recorded"))
+    return problems

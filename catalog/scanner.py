@@ -47,7 +47,8 @@ class ScanReport:
     problems: list[tuple[str, str]] = field(default_factory=list)
     # (root, reason) for roots left alone because they look offline.
     offline: list[tuple[str, str]] = field(default_factory=list)
-    # When the scan wrote: files it added, changed or moved have `changed_at` equal to it.
+    # When the scan wrote: files it added or changed (moved with a new stat) have `changed_at`
+    # equal to it.
     scanned_at: datetime | None = None
     # Absolute paths of files left out as possibly still being written.
     deferred: list[str] = field(default_factory=list)
@@ -401,13 +402,16 @@ class _Reconcile:
             """,
             [self.now],
         )
-        # Moved rows: new path and stat; the row, and so its audio, stays.
+        # Moved rows: new path and stat; the row, and so its audio, stays. A move that kept
+        # size and mtime is not a change: its probe stays valid and nothing is redone.
         con.execute(
             """
             UPDATE files SET root_id = s.root_id, dir = s.dir, name = s.name, raw_path = s.raw_path,
                    size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
                    head_tail_hash = coalesce(m.head_tail_hash, files.head_tail_hash),
-                   status = 'present', missing_since = NULL, changed_at = ?
+                   status = 'present', missing_since = NULL,
+                   changed_at = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
+                                     THEN files.changed_at ELSE ? END
             FROM moves_arrow m JOIN seen s USING (seen_id)
             WHERE files.file_id = m.file_id
             """,

@@ -310,7 +310,7 @@ class Watcher:
             self.log(f"{', '.join(f'{n} {k}' for k, n in report.to_json().items() if n and k != 'unchanged')}")
         if self.engine is not None and report.added + report.changed + report.moved:
             touched = self._touched(report)
-            if touched:
+            if touched or self.engine.vanished:
                 self.engine.plan(touched, front=True)  # new files before the backlog
         for path in report.deferred:  # too fresh to take: look again once it has settled
             if defer == self._defer_fresh:

@@ -12,8 +12,8 @@ The conversation for one job, over the worker's own pipe:
     worker -> coordinator   ("start", name) / ("result", ...) for each extractor
     worker -> coordinator   ("done",)
 
-or ("unreadable", reason) when the file cannot be decoded, or ("changed", audio_id) when an
-audio job finds other content than the catalogue expects.
+or ("unreadable", reason) when the file cannot be decoded, ("vanished",) when it is no longer
+there, or ("changed", audio_id) when an audio job finds other content than the catalogue expects.
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
     try:
         audio = decode(os.fsdecode(job.path), settings.max_duration)
     except DecodeError as exc:
+        if not os.path.lexists(job.path):  # moved or deleted since planned: not the file's fault
+            conn.send(("vanished", job.job_id))
+            conn.send(("done", job.job_id))
+            return
         conn.send(("unreadable", job.job_id, str(exc), started_at, time.perf_counter() - started))
         conn.send(("done", job.job_id))
         return

@@ -52,12 +52,21 @@ class Probed:
     head_tail_hash: str | None = None
 
 
+# How long one flush waits for a catalogue held by another process before it keeps its results
+# for the next flush (the coordinator goes on handling workers and events meanwhile).
+FLUSH_PATIENCE_S = 0.5
+# While the catalogue stays held, say so again this often.
+LOCK_REMINDER_S = 30.0
+
+
 class ResultWriter:
     """Buffers results and writes them in batches.
 
-    With `keep_when_locked` (the watcher), a catalogue held by another process is not an error:
-    results stay in memory and the next flush tries again; callers stop taking new work once
-    `max_buffered` results wait, so memory stays bounded and nothing is dropped.
+    A catalogue held by another process is waited out: results stay in memory and each flush
+    tries again (callers stop taking new work once `max_buffered` results wait, so memory stays
+    bounded and nothing is dropped), and the user is told. Only once it has been held for the
+    catalogue's lock timeout does a flush give up with CatalogLocked, unless `keep_when_locked`
+    (the watcher, which waits as long as it runs); `close()` always gives up then.
     """
 
     def __init__(self, db: Database, flush_seconds: float = 1.0, flush_runs: int = 500,
@@ -65,7 +74,8 @@ class ResultWriter:
         self.db = db
         self.keep_when_locked = keep_when_locked
         self.max_buffered = max_buffered
-        self.lock_warning: str | None = None
+        self.locked_since: float | None = None  # monotonic time of the first failed flush
+        self._told_at: float | None = None
         self.flush_seconds = flush_seconds
         self.flush_runs = flush_runs
         self.host = socket.gethostname()
@@ -93,7 +103,8 @@ class ResultWriter:
         ):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
+        """Write what is buffered; while the catalogue is held, keep it (see the class)."""
         if not self.buffered:
             self._last_flush = time.monotonic()
             return
@@ -102,15 +113,34 @@ class ResultWriter:
         try:
             self._write_all()
         except CatalogLocked as exc:
-            if not self.keep_when_locked:
-                raise
-            self.lock_warning = f"{exc}; {self.buffered} results wait in memory"
-            self._last_flush = time.monotonic()
+            now = time.monotonic()
+            self._last_flush = now
+            self.locked_since = self.locked_since or now
+            held = now - self.locked_since
+            if held >= self.db.lock_timeout and (final or not self.keep_when_locked):
+                raise CatalogLocked(
+                    f"{exc.holder_message}; gave up after {held:.0f} s of waiting, {self.buffered:,} "
+                    "finished results were not written (that work is pending again; set "
+                    "lock_timeout in muscat.toml to wait longer)"
+                ) from None
+            if held >= 1.0 and (self._told_at is None or now - self._told_at >= LOCK_REMINDER_S):
+                self.db.notify(f"waiting for the catalogue: {exc.holder_message}; "
+                               f"{self.buffered:,} finished results kept in memory until it is free")
+                self._told_at = now
             return
-        self.lock_warning = None
+        if self._told_at is not None:
+            self.db.notify("the catalogue is free again: the results kept in memory are written")
+        self.locked_since = self._told_at = None
+
+    def close(self) -> None:
+        """Write everything still buffered, waiting up to the lock timeout for a held catalogue."""
+        while self.buffered:
+            self.flush(final=True)
+            if self.buffered:
+                time.sleep(0.2)
 
     def _write_all(self) -> None:
-        with self.db.write() as con:
+        with self.db.write(patience=FLUSH_PATIENCE_S) as con:
             self._write_probed(con)
             self._write_runs(con)
             if self.reprobe:
@@ -163,9 +193,9 @@ class ResultWriter:
             return
         import pyarrow as pa
 
+        runs, earlier = _latest_runs(self.runs)
         ids = [row[0] for row in con.execute(
-            "SELECT nextval('run_ids') FROM range(?)", [len(self.runs)]).fetchall()]
-        runs = self.runs
+            "SELECT nextval('run_ids') FROM range(?)", [len(runs)]).fetchall()]
         batch = pa.table({
             "run_id": pa.array(ids, pa.int64()),
             "audio_id": pa.array([r.audio_id for r in runs], pa.string()),
@@ -181,6 +211,7 @@ class ResultWriter:
             "seconds": pa.array([r.seconds for r in runs], pa.float64()),
             "audio_seconds": pa.array([r.audio_seconds for r in runs], pa.float64()),
             "device": pa.array([r.device for r in runs], pa.string()),
+            "earlier": pa.array(earlier, pa.int32()),
         })
         values: dict[str, list[Any]] = {"run_id": [], "feature": [], "value": [], "text": []}
         vectors: dict[str, list[Any]] = {"run_id": [], "feature": [], "vector": []}
@@ -241,7 +272,7 @@ class ResultWriter:
             INSERT INTO runs (run_id, audio_id, file_id, extractor, version, params_hash, input, status,
                               attempts, error, started_at, finished_at, seconds, audio_seconds, device, host)
             SELECT b.run_id, b.audio_id, b.file_id, b.extractor, b.version, b.params_hash, b.input,
-                   b.status, coalesce(max(p.attempts), 0) + 1, b.error, b.started_at,
+                   b.status, coalesce(max(p.attempts), 0) + any_value(b.earlier) + 1, b.error, b.started_at,
                    b.started_at + to_microseconds((b.seconds * 1e6)::BIGINT), b.seconds,
                    b.audio_seconds, b.device, ?
             FROM run_batch b LEFT JOIN replaced p USING (run_id)
@@ -257,3 +288,20 @@ class ResultWriter:
         con.execute("DROP TABLE temp.replaced")
         for name in ("run_batch", "value_batch", "vector_batch", "artifact_batch"):
             con.unregister(name)
+
+
+def _latest_runs(runs: list[Run]) -> tuple[list[Run], list[int]]:
+    """The last run of each identity on each subject, and how many earlier ones it replaces.
+
+    One batch can hold two runs of the same result: the watcher may probe a file again (it
+    changed once more) before the first probe has been written. Only the latest is recorded."""
+    latest: dict[tuple, int] = {}
+    counts: dict[tuple, int] = {}
+    for index, run in enumerate(runs):
+        e = run.extractor
+        subject = run.audio_id if e.declaration.scope == "audio" and run.audio_id else ("file", run.file_id)
+        key = (e.name, e.version, e.params_hash, subject)
+        latest[key] = index
+        counts[key] = counts.get(key, 0) + 1
+    kept = sorted(latest.items(), key=lambda item: item[1])
+    return [runs[index] for _, index in kept], [counts[key] - 1 for key, _ in kept]

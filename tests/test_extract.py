@@ -263,3 +263,33 @@ def test_interrupt_keeps_finished_results_and_redoes_the_rest(tmp_path):
     assert rest["failed"] == 0
     assert rows(database, "SELECT extractor, count(*) FROM runs GROUP BY ALL ORDER BY 1") == [
         (name, 10) for name in sorted(["probe"] + CPU_SET)]
+
+
+def test_a_file_moved_before_its_job_is_not_failed(tmp_path):
+    """A file renamed between planning and decoding: nothing recorded, probed at its new path."""
+    root = tmp_path / "Music"
+    write(root / "a.wav", sine(440, 1.0))
+    write(root / "b.wav", sine(550, 1.0))
+    settings = catalog.load_settings(db=tmp_path / "cat.duckdb")
+    database = catalog.Database(settings.db_path)
+    catalog.scan(database, [str(root)], settings)
+    engine = catalog.Engine(database, settings, only=["loudness"])
+    engine.start_workers(1)
+    try:
+        engine.plan()
+        (root / "a.wav").rename(root / "a2.wav")
+        while not engine.idle:
+            engine.step(timeout=0.5)
+        assert engine.report.vanished == 1 and engine.report.failed == 0
+        assert rows(database, "SELECT count(*) FROM runs WHERE status = 'failed'") == [(0,)]
+        report = catalog.scan(database, [str(root)], settings)
+        assert report.moved == 1
+        engine.plan(file_ids=[])  # what the watcher does after a scan with no changed file
+        while not engine.idle:
+            engine.step(timeout=0.5)
+    finally:
+        engine.stop()
+    assert rows(database, "SELECT name FROM files JOIN runs r USING (file_id) WHERE r.extractor = 'loudness'"
+                " ORDER BY 1") == [("a2.wav",), ("b.wav",)]
+    assert_intact(database)
+    database.close()

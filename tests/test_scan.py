@@ -82,6 +82,7 @@ def test_rename_and_folder_move_keep_identity(library, db, settings):
     root, files = library
     scan(db, settings, root)
     with db.write() as con:  # as if probed: the audio identity must follow the file
+        con.execute("INSERT INTO audio (audio_id, first_seen) SELECT 'a-' || file_id, now() FROM files")
         con.execute("UPDATE files SET audio_id = 'a-' || file_id")
     before = dict(rows(db, "SELECT path, audio_id FROM library"))
 
