@@ -184,7 +184,7 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(path)
+        f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except sf.LibsndfileError as exc:
         # libsndfile says "does not exist ... (possibly a pipe?)" of content it does not recognise
         reason = "unrecognised content" if "does not exist" in str(exc) else exc.error_string
@@ -233,11 +233,26 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
 
 
 def _decode_essentia(path: str, size: int, max_seconds: float) -> Audio:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        # Essentia takes only text names: reach a name that is not UTF-8 through its descriptor.
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if os.path.exists(f"/proc/self/fd/{fd}"):
+                return _decode_essentia_named(f"/proc/self/fd/{fd}", path, size, max_seconds)
+        finally:
+            os.close(fd)
+        raise DecodeError("this file name is not valid UTF-8, which the M4A/AAC/WMA decoder cannot open") from None
+    return _decode_essentia_named(path, path, size, max_seconds)
+
+
+def _decode_essentia_named(name: str, path: str, size: int, max_seconds: float) -> Audio:
     import essentia.standard as es
 
     # Essentia's loader decodes the whole file at once: refuse what would not fit.
     try:
-        duration = float(es.MetadataReader(filename=path, failOnError=True)()[-4])
+        duration = float(es.MetadataReader(filename=name, failOnError=True)()[-4])
     except RuntimeError:
         duration = 0.0  # unknown: the loader below says what is wrong
     if duration > max_seconds:
@@ -246,7 +261,7 @@ def _decode_essentia(path: str, size: int, max_seconds: float) -> Audio:
             "is decoded whole; raise max_duration in muscat.toml to analyse it"
         )
     try:
-        loaded = es.AudioLoader(filename=path)()
+        loaded = es.AudioLoader(filename=name)()
     except RuntimeError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
         raise DecodeError(f"not a readable audio file ({message})") from None

@@ -58,12 +58,25 @@ def _cell(value: Any) -> str:
     return text.replace("\n", "\\n").replace("\t", "\\t")
 
 
+def _csv_cell(value: Any) -> str:
+    # Data for programs: text exactly as stored (the csv module quotes newlines), numbers whole.
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_csv_cell(v) for v in value) + "]"
+    return _cell(value)
+
+
 def rows_to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if v is None else _cell(v) for v in row])
+        writer.writerow([_csv_cell(v) for v in row])
     return out.getvalue()
 
 

@@ -69,7 +69,8 @@ class ScanReport:
 
 
 def normalise_root(path: str | os.PathLike[str]) -> str:
-    """Absolute, without `..` or a trailing slash; symlinks are kept as the user named them."""
+    """Absolute, without `..` or a trailing slash; symlinks are kept as the user named them
+    (and the same folder reached by another name is recognised: see _Reconcile._locate)."""
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
@@ -178,12 +179,18 @@ class _Reconcile:
     # -- roots -----------------------------------------------------------------------------
 
     def _locate(self, path: str) -> tuple[int | None, str]:
-        """(root_id, prefix) for a scanned path: a registered root or a folder inside one."""
-        for root_id, root_path in self.con.execute("SELECT root_id, path FROM roots").fetchall():
-            if path == root_path:
-                return root_id, ""
-            if path.startswith(root_path.rstrip("/") + "/"):
-                return root_id, path[len(root_path.rstrip("/")) + 1 :]
+        """(root_id, prefix) for a scanned path: a registered root or a folder inside one,
+        by name, or else by where it really is (a root named through a symbolic link, scanned
+        by its real path, is the same library)."""
+        known = self.con.execute("SELECT root_id, path FROM roots").fetchall()
+        for resolve in (lambda p: p, os.path.realpath):
+            target = resolve(path)
+            for root_id, root_path in known:
+                root_path = resolve(root_path).rstrip("/")
+                if target == root_path:
+                    return root_id, ""
+                if target.startswith(root_path + "/"):
+                    return root_id, target[len(root_path) + 1 :]
         return None, ""
 
     def _register(self, path: str) -> int:

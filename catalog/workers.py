@@ -92,6 +92,11 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         conn.send(("unreadable", job.job_id, str(exc), started_at, time.perf_counter() - started))
         conn.send(("done", job.job_id))
         return
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - a decoder's bug is this file's failure
+        conn.send(("unreadable", job.job_id, f"the decoder failed: {type(exc).__name__}: {exc}", started_at,
+                   time.perf_counter() - started))
+        conn.send(("done", job.job_id))
+        return
 
     if job.probe:
         try:
