@@ -162,7 +162,8 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             sys.stderr.write("\r\033[K")
         click.echo(f"{clock.strftime('%H:%M:%S')} {message}", err=True)
 
-    engine = None if no_extract else catalog.Engine(database, settings, keep_results_when_locked=True)
+    engine = None if no_extract else catalog.Engine(database, settings, keep_results_when_locked=True,
+                                                        halt_when_out_of_space=False)
     if engine is not None:
         engine.size = workers or settings.workers
     watcher = catalog.Watcher(database, settings, list(paths), settle=settle, poll=poll,
@@ -185,6 +186,9 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             for path, extractor, error in engine.report.failures[seen_failures:]:
                 log(f"{path}: {extractor}: {error}")
             seen_failures = len(engine.report.failures)
+            if engine.report.no_space:  # not recorded: redone at the next rescan once there is room
+                log(f"out of disk space: {engine.report.no_space}; left pending")
+                engine.report.no_space = None
         now = clock.monotonic()
         if now - last_shown < (0.5 if status_line else 30.0):
             return
@@ -341,6 +345,11 @@ def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, 
     if report.interrupted:
         _warn("interrupted: finished results were kept; the rest is pending")
         sys.exit(130)
+    if report.no_space:
+        _warn(f"error: out of disk space: {report.no_space}")
+        _warn(f"finished results were kept; nothing was recorded for the rest, which is pending: free "
+              f"space under {obj.settings.artifacts_dir} (or set artifacts_dir elsewhere) and run again")
+        sys.exit(EXIT_USAGE)
     sys.exit(EXIT_SOME_FAILED if report.failed else EXIT_OK)
 
 
@@ -467,7 +476,33 @@ def gc(obj: Context, dry_run: bool, older_than: float, as_json: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb}: {report.superseded_runs:,} superseded results, {report.missing_files:,} long-missing "
                f"files, {report.orphaned_audio:,} orphaned audio, {report.values:,} feature values, "
-               f"{report.artifact_bytes / 2**20:,.1f} MiB of artifacts")
+               f"{report.artifact_bytes / 2**20:,.1f} MiB of artifacts, {report.temporary_files:,} "
+               "leftover temporary files")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print [{area, ok, what, fix}] as JSON.")
+@click.pass_obj
+def doctor(obj: Context, as_json: bool) -> None:
+    """Check the catalogue and its surroundings, and say how to fix what is wrong.
+
+    The catalogue: it opens, its schema is current, its invariants hold (no row twice, every
+    ok result complete, recorded stems on disk whole), no leftovers of killed writes. Around
+    it: decoders (MP3, M4A), the configured device, each extractor's model files, inotify
+    limits for `watch`, free disk space. Exit status 1 when something is wrong.
+    """
+    from catalog import formatting
+    from catalog.doctor import doctor as run_checks
+
+    findings = run_checks(obj.database(), obj.settings)
+    if as_json:
+        click.echo(formatting.to_json([f.to_json() for f in findings]))
+    else:
+        for finding in findings:
+            click.echo(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.area}: {finding.what}")
+            if finding.fix:
+                click.echo(f"      fix: {finding.fix}")
+    sys.exit(EXIT_OK if all(f.ok for f in findings) else EXIT_SOME_FAILED)
 
 
 if __name__ == "__main__":

@@ -72,17 +72,30 @@ class Database:
 
         While another process holds the file, wait up to `patience` seconds (default: the
         lock timeout), then raise CatalogLocked."""
+        import duckdb
+
         con = self._attach(patience)
         try:
-            con.begin()
             try:
-                yield con
-            except BaseException:
-                con.rollback()
-                raise
-            con.commit()
-        finally:
-            self._detach(con)
+                con.begin()
+                try:
+                    yield con
+                except BaseException:
+                    con.rollback()
+                    raise
+                con.commit()
+            finally:
+                self._detach(con)
+        except duckdb.IOException as exc:
+            # A full disk (or a file-size limit), most likely. DuckDB keeps the file consistent:
+            # the batch either landed whole (in its write-ahead log) or not at all.
+            self.close()  # the failed attachment is unusable; the next write starts afresh
+            reason = str(exc).replace("\n", " ")
+            reason = reason.split("Original error: ", 1)[-1].strip()  # DuckDB's cause, not its wrapping
+            raise DatabaseError(
+                f"cannot write the catalogue {self.path}: {reason}. Nothing was lost: what was not "
+                "written is pending again. Free space on that disk and run the command again."
+            ) from None
 
     def _attach(self, patience: float | None = None) -> duckdb.DuckDBPyConnection:
         import duckdb

@@ -41,6 +41,9 @@ class ExtractReport:
     failed: int = 0  # runs (probe included) that failed
     skipped: int = 0  # files whose audio was done already or is being done by another job
     vanished: int = 0  # files moved or deleted since the plan: left for the next one
+    # Set when an extractor could not write its files for want of space: nothing was recorded
+    # for it, and (in `extract`) no new job was started after it.
+    no_space: str | None = None
     interrupted: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, extractor, error)
 
@@ -219,7 +222,8 @@ class Engine:
 
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
                  retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
-                 keep_results_when_locked: bool = False, stale: bool = False) -> None:
+                 keep_results_when_locked: bool = False, stale: bool = False,
+                 halt_when_out_of_space: bool = True) -> None:
         from . import extractor_state
 
         self.db = db
@@ -249,6 +253,7 @@ class Engine:
         # Files that were gone when their job came (moved, deleted): nothing is recorded for
         # them; the next plan of changed files looks at them again, wherever they are now.
         self.vanished: set[int] = set()
+        self.halt_when_out_of_space = halt_when_out_of_space
 
     # -- the pool --------------------------------------------------------------------------
 
@@ -391,6 +396,16 @@ class Engine:
                 self.writer.add_reprobe(job.file_id)
         elif kind == "changed":
             self.writer.add_reprobe(job.file_id)
+        elif kind == "no_space":
+            _, _, name, error = message
+            worker.running = None
+            first = self.report.no_space is None
+            self.report.no_space = f"{self.paths[job.job_id]}: {name}: {error}"
+            if self.halt_when_out_of_space and first:
+                # Every job after it would fail the same way: leave them pending, finish the rest.
+                for waiting in self.queue:
+                    self.queued.discard((waiting.probe, waiting.file_id))
+                self.queue.clear()
         elif kind == "vanished":
             self.report.vanished += 1
             if job.probe:

@@ -79,18 +79,21 @@ class GcReport:
     orphaned_audio: int = 0  # audio no file holds any more, with its results
     values: int = 0  # feature rows freed with the runs above
     artifact_bytes: int = 0  # files (stems) removed with them
+    temporary_files: int = 0  # leftovers of artifact writes that were killed
     dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"superseded_runs": self.superseded_runs, "missing_files": self.missing_files,
                 "orphaned_audio": self.orphaned_audio, "values": self.values,
-                "artifact_bytes": self.artifact_bytes, "dry_run": self.dry_run}
+                "artifact_bytes": self.artifact_bytes, "temporary_files": self.temporary_files,
+                "dry_run": self.dry_run}
 
 
 def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run: bool = False) -> GcReport:
     """Drop superseded results (once their replacement exists), files missing for longer than
-    `older_than_days`, and audio no file holds any more. Stale results without a replacement
-    are kept: they are what `features` shows until `reindex` has run."""
+    `older_than_days`, and audio no file holds any more, and temporary files that killed
+    artifact writes left behind. Stale results without a replacement are kept: they are what
+    `features` shows until `reindex` has run."""
     from .extractor_state import sync_extractors
 
     sync_extractors(db, settings)
@@ -126,6 +129,13 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
             con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
         for table in ("gc_runs", "gc_files", "gc_audio", "gc_artifacts"):
             con.execute(f"DROP TABLE temp.{table}")
+    from .doctor import leftover_temporaries
+
+    leftovers = leftover_temporaries(settings.artifacts_dir)
+    report.temporary_files = len(leftovers)
+    if not dry_run:
+        for path in leftovers:
+            _remove_file(str(path))
     return report
 
 

@@ -13,11 +13,13 @@ The conversation for one job, over the worker's own pipe:
     worker -> coordinator   ("done",)
 
 or ("unreadable", reason) when the file cannot be decoded, ("vanished",) when it is no longer
-there, or ("changed", audio_id) when an audio job finds other content than the catalogue expects.
+there, or ("changed", audio_id) when an audio job finds other content than the catalogue expects;
+("no_space", name, error) instead of a result when the disk (or a file-size limit) is full.
 """
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -139,11 +141,27 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
             upstream[name] = extractor.identity  # what runs after it in this job may read
             audio.input_artifacts[name] = {kind: path for kind, _, path, _ in audio.artifacts}
         except Exception as exc:  # noqa: BLE001
+            if out_of_space(exc):  # not this audio's fault: nothing is recorded, it is redone later
+                conn.send(("no_space", job.job_id, name, f"{type(exc).__name__}: {exc}"))
+                continue
             values, error = None, f"{type(exc).__name__}: {exc}"
         device = "cpu" if extractor.device == "cpu" else _device_used(settings.device)
         conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
                    audio.duration, given, list(audio.artifacts) if error is None else [], device))
     conn.send(("done", job.job_id))
+
+
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_SPACE_TEXTS = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether an extractor failed for want of disk space (or a file-size limit), not its input.
+
+    soundfile reports these as text, not as an OSError."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+        return True
+    return any(text in str(exc) for text in _NO_SPACE_TEXTS)
 
 
 def _device_used(requested: str) -> str:

@@ -2,8 +2,9 @@
 
 Models come only from a local folder (`repo`: `.th` models named `<sig>` or `<sig>-<sha8>`,
 `.yaml` bags): muscat never downloads one. `.th` files are pickles, so only the configured
-folder is read, and Demucs checks the checksum a file name carries. Without a usable folder the
-extractor is unavailable (and says why); files are not marked failed for it.
+folder is read, and a file whose name carries a checksum (`<sig>-<sha256 prefix>.th`, as
+published) is verified before anything loads it. Without a usable folder, or with a file that
+fails its checksum, the extractor is unavailable (and says why); files are not marked failed.
 
 Stems go to `<artifacts_dir>/<model>/<name>-<audio id>/<stem>.<ext>`: one folder per audio, so
 two files with the same name never share one, and names are made safe to stay inside
@@ -15,6 +16,7 @@ ffmpeg binary), OGG in blocks (libvorbis crashes on long single writes).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import unicodedata
 from pathlib import Path
@@ -66,6 +68,33 @@ def _model_files(repo: Path, model: str) -> list[Path]:
     return files
 
 
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, per process
+
+
+def _checksum_problem(files: list[Path]) -> str | None:
+    """Why a `<sig>-<sha256 prefix>.th` file is not the file its name says, if it is not.
+
+    `.th` models are pickles, which run code when loaded: one whose content does not match the
+    checksum in its name (damaged, or substituted) is never loaded."""
+    for path in files:
+        if path.suffix != ".th" or "-" not in path.stem:
+            continue
+        expected = path.stem.rsplit("-", 1)[1].lower()
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _verified:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            _verified[key] = digest.hexdigest()
+        if not _verified[key].startswith(expected):
+            return (f"{path} is not the model its name says: the name carries checksum {expected}, the "
+                    f"content hashes to {_verified[key][:len(expected)]} (damaged or replaced; it is not "
+                    "loaded)")
+    return None
+
+
 def available(params):  # type: ignore[no-untyped-def]
     if params["format"] not in FORMATS:
         return f"format must be one of {', '.join(FORMATS)}, not {params['format']!r}"
@@ -75,10 +104,11 @@ def available(params):  # type: ignore[no-untyped-def]
     repo = Path(params["repo"]).expanduser()
     if not repo.is_dir():
         return f"the model folder {repo} does not exist"
-    if not _model_files(repo, params["model"]):
+    files = _model_files(repo, params["model"])
+    if not files:
         present = sorted({p.stem for p in repo.glob("*.yaml")} | {p.stem.rsplit("-", 1)[0] for p in repo.glob("*.th")})
         return f"model {params['model']!r} is not in {repo} (found: {', '.join(present) or 'nothing'})"
-    return None
+    return _checksum_problem(files)
 
 
 def weights_fingerprint(params):  # type: ignore[no-untyped-def]
@@ -118,11 +148,16 @@ def write_stem(path: Path, samples, rate: int, params) -> None:  # type: ignore[
     elif fmt == "ogg":
         options["subtype"] = "VORBIS"
         options["compression_level"] = 1.0 - params["ogg_quality"]
+    # Encoded in memory, then written by Python: libsndfile reports a full disk only as "System
+    # error", Python's own write as the OSError it is (ENOSPC, EFBIG), which muscat recognises.
+    encoded = io.BytesIO()
+    with sf.SoundFile(encoded, "w", rate, samples.shape[1], **options) as out:
+        for start in range(0, len(samples), 65536):  # OGG: blocks, never one long write
+            out.write(samples[start : start + 65536])
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with sf.SoundFile(temporary, "w", rate, samples.shape[1], **options) as out:
-            for start in range(0, len(samples), 65536):  # OGG: blocks, never one long write
-                out.write(samples[start : start + 65536])
+        with open(temporary, "wb") as f:
+            f.write(encoded.getbuffer())
         os.replace(temporary, path)
     finally:
         if temporary.exists():

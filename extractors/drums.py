@@ -104,7 +104,12 @@ def load(path: str, device: str):  # type: ignore[no-untyped-def]
 
     key = (path, device)
     if key not in _models:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # Tensors and plain values only: a checkpoint that needs code run to load is refused.
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several kinds here
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path} is not a plain weights file ({first})") from None
         if not isinstance(checkpoint, dict) or "model_weights" not in checkpoint:
             raise ValueError(f"{path} is not an ADTOF checkpoint (no model_weights in it)")
         model = build_model(filterbank().shape[1])

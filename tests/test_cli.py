@@ -11,7 +11,7 @@ from conftest import REPO, rows, run_muscat
 
 import catalog
 
-COMMANDS = ["scan", "watch", "status", "sql"]
+COMMANDS = ["scan", "watch", "extract", "status", "stats", "extractors", "sql", "reindex", "gc", "doctor"]
 
 
 @pytest.mark.parametrize("command", [None] + COMMANDS)

@@ -203,20 +203,23 @@ def test_invalid_toml_is_exit_2(tmp_path):
     assert result.returncode == 2 and "not valid TOML" in result.stderr
 
 
+ONLY = "loudness,rhythm,spectral"  # rhythm: slow enough that the run outlasts the hold
+
+
 def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, hold_s: float):
-    """`muscat extract` on 16 files; once its first results are in, another process holds the
-    catalogue read-write for `hold_s` seconds. Returns (extract's result, catalogue)."""
+    """`muscat extract` on 30 files; once its first results are in, another process holds the
+    catalogue read-write for `hold_s` seconds. Returns (exit status, stderr, catalogue)."""
     from audio import click_track, write
 
     root = tmp_path / "Music"
-    for i in range(16):
-        write(root / f"{i:02d}.flac", click_track(90 + 3 * i, 20))
+    for i in range(30):
+        write(root / f"{i:02d}.flac", click_track(90 + 3 * i, 15))
     db = tmp_path / "cat.duckdb"
     (tmp_path / "muscat.toml").write_text(f"lock_timeout = {lock_timeout}\n")
     assert run_muscat("scan", str(root), db=db).returncode == 0
     from conftest import MUSCAT
 
-    proc = subprocess.Popen([str(MUSCAT), "--db", str(db), "extract", "--workers", "1", "--only", "loudness,spectral"],
+    proc = subprocess.Popen([str(MUSCAT), "--db", str(db), "extract", "--workers", "1", "--only", ONLY],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     database = catalog.Database(db, lock_timeout=60)
     deadline = time.monotonic() + 120
@@ -224,6 +227,7 @@ def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, hold_
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     holder = hold_lock(db, seconds=hold_s)
+    assert proc.poll() is None  # held while extract still runs
     try:
         stdout, stderr = proc.communicate(timeout=180)
     finally:
@@ -237,7 +241,7 @@ def test_extract_keeps_results_while_another_client_holds_the_catalogue(tmp_path
     assert "finished results kept in memory" in stderr and "PID" in stderr
     assert "free again" in stderr and "Traceback" not in stderr
     assert rows(database, "SELECT extractor, count(*) FROM runs WHERE status = 'ok' GROUP BY ALL ORDER BY 1") == [
-        ("loudness", 16), ("probe", 16), ("spectral", 16)]
+        ("loudness", 30), ("probe", 30), ("rhythm", 30), ("spectral", 30)]
     from conftest import assert_intact
 
     assert_intact(database)
@@ -251,8 +255,8 @@ def test_extract_gives_up_on_a_held_catalogue_with_exit_2_and_loses_nothing_writ
 
     assert_intact(database)
     written = rows(database, "SELECT count(*) FROM runs WHERE extractor = 'loudness'")[0][0]
-    assert 1 <= written < 16
-    rest = run_muscat("extract", "--only", "loudness,spectral", "--json", db=database.path)
+    assert 1 <= written < 30
+    rest = run_muscat("extract", "--only", ONLY, "--json", db=database.path)
     assert rest.returncode == 0 and json.loads(rest.stdout)["failed"] == 0
     assert rows(database, "SELECT extractor, count(*), max(attempts) FROM runs GROUP BY ALL ORDER BY 1") == [
-        ("loudness", 16, 1), ("probe", 16, 1), ("spectral", 16, 1)]
+        ("loudness", 30, 1), ("probe", 30, 1), ("rhythm", 30, 1), ("spectral", 30, 1)]

@@ -161,3 +161,32 @@ def test_stems_in_the_catalogue_and_hpcp_on_the_harmonic_stems(tmp_path, repo):
     assert json.loads(run_muscat("gc", "--json", db=db).stdout)["artifact_bytes"] == 0
     for (artifact,) in rows(database, "SELECT artifact FROM artifacts"):
         assert Path(artifact).is_file()
+
+
+def test_model_files_that_fail_their_checksum_are_never_loaded(tmp_path, repo):
+    """A `<sig>-<sha256 prefix>.th` file is verified before it is unpickled; a mismatch makes the
+    extractor unavailable with the reason, and nothing is marked failed."""
+    import hashlib
+    import shutil
+
+    data = (repo / "tiny.th").read_bytes()
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / f"tiny-{hashlib.sha256(data).hexdigest()[:8]}.th").write_bytes(data)
+    assert demucs.available(params(good)) is None
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    target = next(bad.glob("*.th"))
+    target.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit off
+    reason = demucs.available(params(bad))
+    assert reason is not None and "is not the model its name says" in reason and str(target) in reason
+
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{bad}"\nmodel = "tiny"\n')
+    db = tmp_path / "c.duckdb"
+    entry = {e["name"]: e for e in json.loads(run_muscat("extractors", "--json", db=db).stdout)}["demucs"]
+    assert entry["available"] is False and "checksum" in entry["reason"]
+    write(tmp_path / "Music" / "a.wav", sine(440, 1.0))
+    run_muscat("scan", str(tmp_path / "Music"), db=db)
+    result = run_muscat("extract", "--only", "demucs", "--json", db=db)
+    assert result.returncode == 0 and json.loads(result.stdout)["failed"] == 0
+    assert rows(catalog.Database(db), "SELECT count(*) FROM runs WHERE extractor = 'demucs'") == [(0,)]

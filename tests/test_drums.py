@@ -46,6 +46,26 @@ def test_a_checkpoint_of_another_shape_is_refused(tmp_path):
         drums.load(str(tmp_path / "foreign.pth"), "cpu")
 
 
+class Payload:
+    """A pickled object whose loading would run code: what a malicious weights file holds."""
+
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unloaded(tmp_path, monkeypatch):
+    import torch
+
+    path = adtof_checkpoint(tmp_path / "adtof.pth")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model_info"]["payload"] = Payload()
+    torch.save(checkpoint, tmp_path / "evil.pth")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="is not a plain weights file"):
+        drums.load(str(tmp_path / "evil.pth"), "cpu")
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_peak_picking_finds_known_onsets():
     curve = np.zeros(300)
     for frame in (10, 11, 50, 120, 121, 200):

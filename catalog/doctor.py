@@ -1,0 +1,224 @@
+"""`muscat doctor`: what is wrong with a catalogue and its surroundings, and how to fix it.
+
+Checks, each a Finding with a fix a person can act on:
+- catalogue: it opens, its schema is current, the invariants of catalog/integrity.py hold,
+  recorded artifacts are on disk whole, no leftover temporary files of interrupted writes;
+- decoders: libsndfile (with MP3) and Essentia's FFmpeg loader (M4A/AAC);
+- devices: the configured --device exists;
+- models: every switched-on extractor can run (weights and model folders in place);
+- watching: inotify limits against the number of folders in the catalogue;
+- disk: free space where the catalogue and the artifacts live.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MuscatError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .database import Database
+
+# Below this much free space, stems and the catalogue's growth may not fit.
+LOW_DISK_BYTES = 2 * 1024**3
+# A temporary artifact older than this was left by a write that was killed (a live write renames
+# its file within seconds).
+STALE_TEMPORARY_S = 3600.0
+
+# What to do when an invariant of catalog/integrity.py does not hold.
+INTEGRITY_FIXES = {
+    "a recorded artifact is missing, of another size, or a temporary file":
+        "files under artifacts_dir were deleted or changed outside muscat; the results that list them "
+        "stay recorded. To make them again, change that extractor's parameters (a new identity) and "
+        "run `muscat reindex`, or restore the files from a backup",
+}
+DEFAULT_INTEGRITY_FIX = ("this should never happen: keep a copy of the catalogue and report it with the "
+                         "output of `muscat doctor --json`")
+
+
+@dataclass
+class Finding:
+    area: str  # catalogue | decoders | devices | models | watching | disk
+    ok: bool
+    what: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def doctor(db: Database, settings: Settings) -> list[Finding]:
+    """Every check; problems have ok=False and a fix."""
+    findings: list[Finding] = []
+    findings += _catalogue(db, settings)
+    findings += _decoders()
+    findings += _devices(settings)
+    findings += _models(settings)
+    findings += _watching(db)
+    findings += _disk(settings)
+    return findings
+
+
+def leftover_temporaries(artifacts_dir: Path, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Temporary files of artifact writes that never finished (a killed process, a full disk)."""
+    if not artifacts_dir.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    found = []
+    for folder, _, names in os.walk(artifacts_dir):
+        for name in names:
+            if name.startswith(".") and ".tmp" in name:
+                path = Path(folder) / name
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        found.append(path)
+                except OSError:
+                    pass
+    return found
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def _catalogue(db: Database, settings: Settings) -> list[Finding]:
+    from . import migrations
+    from .integrity import violations
+
+    if not db.path.exists():
+        return [Finding("catalogue", False, f"there is no catalogue at {db.path}",
+                        "run `muscat scan FOLDER` or `muscat watch FOLDER` to create it, or pass --db")]
+    try:
+        if migrations.needs_upgrade(db):
+            return [Finding("catalogue", False, f"{db.path} has an older schema than this muscat",
+                            "any writing command (scan, extract) upgrades it, after a backup copy")]
+        with db.read() as con:
+            broken = violations(con)
+    except MuscatError as exc:
+        return [Finding("catalogue", False, str(exc), "see the message; `lock_timeout` in muscat.toml "
+                        "sets how long muscat waits for another process")]
+    findings = [Finding("catalogue", True, f"{db.path} opens and its schema is current")]
+    for name, rows in broken.items():
+        findings.append(Finding("catalogue", False, f"{name}: {rows[:3]}",
+                                INTEGRITY_FIXES.get(name, DEFAULT_INTEGRITY_FIX)))
+    if not broken:
+        findings.append(Finding("catalogue", True, "every invariant holds (files, runs, features, artifacts)"))
+    leftovers = leftover_temporaries(settings.artifacts_dir)
+    if leftovers:
+        findings.append(Finding(
+            "catalogue", False,
+            f"{len(leftovers)} temporary files of interrupted writes under {settings.artifacts_dir} "
+            f"(e.g. {leftovers[0]})",
+            "they are never referenced: `muscat gc` deletes them"))
+    return findings
+
+
+def _decoders() -> list[Finding]:
+    import soundfile as sf
+
+    findings = []
+    library = sf.__libsndfile_version__
+    if "MP3" in sf.available_formats():
+        findings.append(Finding("decoders", True, f"libsndfile {library} reads WAV, FLAC, OGG, Opus and MP3"))
+    else:
+        findings.append(Finding("decoders", False, f"libsndfile {library} cannot read MP3",
+                                "reinstall soundfile (its wheel bundles libsndfile >= 1.1 with MP3)"))
+    try:
+        import essentia
+
+        essentia.log.infoActive = False  # its import notes are not findings
+        import essentia.standard as es
+
+        es.AudioLoader  # noqa: B018 - the FFmpeg loader is what M4A/AAC/WMA need
+        findings.append(Finding("decoders", True, "Essentia's FFmpeg loader reads M4A, AAC, ALAC and WMA"))
+    except Exception as exc:  # noqa: BLE001
+        findings.append(Finding("decoders", False, f"Essentia cannot be loaded: {exc}",
+                                "`uv sync` reinstalls the pinned essentia wheel"))
+    return findings
+
+
+def _devices(settings: Settings) -> list[Finding]:
+    from .devices import prepare_environment
+
+    prepare_environment()
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001
+        return [Finding("devices", False, f"torch cannot be loaded: {exc}", "`uv sync` reinstalls it")]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(gpus)) or "none"
+    findings = [Finding("devices", True, f"torch {torch.__version__}; GPUs: {names}")]
+    requested = settings.device
+    if requested.startswith("cuda"):
+        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
+        if index >= gpus:
+            findings.append(Finding("devices", False, f"device {requested} is configured but this machine has "
+                                    f"{gpus} GPU{'s' if gpus != 1 else ''}",
+                                    "use --device auto (a GPU when there is one) or --device cpu"))
+    elif requested == "auto" and not gpus:
+        findings.append(Finding("devices", True, "--device auto runs model-based extractors on the CPU here (slow)"))
+    return findings
+
+
+def _models(settings: Settings) -> list[Finding]:
+    from .registry import load_extractors
+
+    try:
+        loaded = load_extractors(settings)
+    except MuscatError as exc:
+        return [Finding("models", False, str(exc), f"correct {settings.config_path or 'muscat.toml'}")]
+    findings = []
+    for extractor in loaded:
+        if not extractor.enabled:
+            continue
+        if extractor.available:
+            findings.append(Finding("models", True, f"{extractor.name} can run"))
+        else:
+            findings.append(Finding(
+                "models", False, f"{extractor.name} cannot run: {extractor.unavailable_reason}",
+                f"set its files under [extractors.{extractor.name}] in {settings.config_path or 'muscat.toml'}, "
+                f"or switch it off there with enabled = false"))
+    return findings
+
+
+def _watching(db: Database) -> list[Finding]:
+    limits = Path("/proc/sys/fs/inotify")
+    if not limits.is_dir():
+        return [Finding("watching", True, "no inotify here: `muscat watch` polls")]
+    watches = int((limits / "max_user_watches").read_text())
+    instances = int((limits / "max_user_instances").read_text())
+    folders = 0
+    if db.path.exists():
+        try:
+            with db.read() as con:
+                folders = con.execute("SELECT count(*) FROM dirs").fetchone()[0]
+        except MuscatError:
+            pass
+    findings = [Finding("watching", True, f"inotify: {watches:,} watches, {instances} instances per user; "
+                                          f"the catalogue has {folders:,} folders")]
+    if folders and watches < folders * 1.2:
+        findings.append(Finding(
+            "watching", False, f"{folders:,} folders need more inotify watches than the {watches:,} allowed "
+            "(`muscat watch` would fall back to polling)",
+            f"sudo sysctl fs.inotify.max_user_watches={max(524288, folders * 2)} (and in /etc/sysctl.d/ to keep it)"))
+    return findings
+
+
+def _disk(settings: Settings) -> list[Finding]:
+    findings = []
+    for label, path in (("catalogue", settings.db_path.parent), ("artifacts", settings.artifacts_dir)):
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if free < LOW_DISK_BYTES:
+            findings.append(Finding("disk", False, f"only {free / 1024**3:.1f} GiB free for the {label} ({path})",
+                                    "free space there, or move it (--db / artifacts_dir in muscat.toml)"))
+        else:
+            findings.append(Finding("disk", True, f"{free / 1024**3:.0f} GiB free for the {label} ({path})"))
+    return findings
