@@ -12,9 +12,7 @@ Checks, each a Finding with a fix a person can act on:
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +25,6 @@ if TYPE_CHECKING:
 
 # Below this much free space, stems and the catalogue's growth may not fit.
 LOW_DISK_BYTES = 2 * 1024**3
-# A temporary artifact older than this was left by a write that was killed (a live write renames
-# its file within seconds).
-STALE_TEMPORARY_S = 3600.0
 
 # What to do when an invariant of catalog/integrity.py does not hold.
 INTEGRITY_FIXES = {
@@ -65,30 +60,13 @@ def doctor(db: Database, settings: Settings) -> list[Finding]:
     return findings
 
 
-def leftover_temporaries(artifacts_dir: Path, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
-    """Temporary files of artifact writes that never finished (a killed process, a full disk)."""
-    if not artifacts_dir.is_dir():
-        return []
-    cutoff = time.time() - older_than_s
-    found = []
-    for folder, _, names in os.walk(artifacts_dir):
-        for name in names:
-            if name.startswith(".") and ".tmp" in name:
-                path = Path(folder) / name
-                try:
-                    if path.stat().st_mtime < cutoff:
-                        found.append(path)
-                except OSError:
-                    pass
-    return found
-
-
 # -- the checks ------------------------------------------------------------------------------
 
 
 def _catalogue(db: Database, settings: Settings) -> list[Finding]:
     from . import migrations
     from .integrity import violations
+    from .maintenance import leftover_temporaries
 
     if not db.path.exists():
         return [Finding("catalogue", False, f"there is no catalogue at {db.path}",

@@ -3,8 +3,11 @@ has been superseded (`gc`)."""
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .database import utc_now
@@ -129,8 +132,6 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
             con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
         for table in ("gc_runs", "gc_files", "gc_audio", "gc_artifacts"):
             con.execute(f"DROP TABLE temp.{table}")
-    from .doctor import leftover_temporaries
-
     leftovers = leftover_temporaries(settings.artifacts_dir)
     report.temporary_files = len(leftovers)
     if not dry_run:
@@ -139,9 +140,30 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
     return report
 
 
-def _remove_file(path: str) -> None:
-    import os
+# A temporary artifact older than this was left by a write that was killed (a live write renames
+# its file within seconds).
+STALE_TEMPORARY_S = 3600.0
 
+
+def leftover_temporaries(artifacts_dir: Path, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Temporary files of artifact writes that never finished (a killed process, a full disk)."""
+    if not artifacts_dir.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    found = []
+    for folder, _, names in os.walk(artifacts_dir):
+        for name in names:
+            if name.startswith(".") and ".tmp" in name:
+                path = Path(folder) / name
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        found.append(path)
+                except OSError:
+                    pass
+    return found
+
+
+def _remove_file(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:
