@@ -36,6 +36,11 @@ class Settings:
     extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where GPU extractors run: auto (a GPU when there is one), cpu, cuda, cuda:N (`--device`).
     device: str = "auto"
+    # The GPU worker (catalog/gpu_worker.py): true, false, or unset: whenever the device is a GPU.
+    gpu_worker: bool | None = None
+    # Items per forward pass in the GPU worker (demucs: windows of a segment, 7.8 s for htdemucs);
+    # halved by itself when the device runs out of memory.
+    gpu_batch: int = 16
 
 
 # Top-level keys of muscat.toml, with the type each must have.
@@ -46,6 +51,8 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "lock_timeout": (int, float),
     "max_duration": (int, float),
     "extractors": dict,
+    "gpu_worker": bool,
+    "gpu_batch": int,
 }
 
 
@@ -92,7 +99,7 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         if expected is None:
             known = ", ".join(sorted(_KEYS))
             raise ConfigError(f"{path}: unknown key '{key}' (known keys: {known})")
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{path}: '{key}' must be {_type_name(expected)}, not {type(value).__name__}")
     if "artifacts_dir" in data:
         settings.artifacts_dir = Path(data["artifacts_dir"]).expanduser()
@@ -105,6 +112,12 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         if not exts or not all(isinstance(e, str) and e.strip(".") for e in exts):
             raise ConfigError(f"{path}: 'audio_extensions' must be a non-empty list of extensions such as \"flac\"")
         settings.audio_extensions = tuple(e.lower().lstrip(".") for e in exts)
+    if "gpu_worker" in data:
+        settings.gpu_worker = data["gpu_worker"]
+    if "gpu_batch" in data:
+        if data["gpu_batch"] < 1:
+            raise ConfigError(f"{path}: 'gpu_batch' must be at least 1")
+        settings.gpu_batch = data["gpu_batch"]
     if "lock_timeout" in data:
         settings.lock_timeout = float(data["lock_timeout"])
     if "max_duration" in data:
@@ -116,7 +129,8 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table",
+             bool: "true or false"}
     if isinstance(expected, tuple):
         return " or ".join(names[t] for t in expected)
     return names[expected]

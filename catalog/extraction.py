@@ -31,6 +31,7 @@ from .writer import Probed, ResultWriter, Run
 
 if TYPE_CHECKING:
     from .database import Database
+    from .gpu_worker import GpuWorker
 
 
 @dataclass
@@ -46,17 +47,23 @@ class ExtractReport:
     no_space: str | None = None
     interrupted: bool = False
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, extractor, error)
+    # What the GPU worker did, when there was one: forward passes ("batches"), items, batches
+    # with items of more than one file ("shared_batches"), device, batch size.
+    gpu: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"files": self.files, "probed": self.probed, "ok": self.ok, "failed": self.failed,
-                "skipped": self.skipped, "vanished": self.vanished, "interrupted": self.interrupted}
+        out = {"files": self.files, "probed": self.probed, "ok": self.ok, "failed": self.failed,
+               "skipped": self.skipped, "vanished": self.vanished, "interrupted": self.interrupted}
+        if self.gpu is not None:
+            out["gpu"] = self.gpu
+        return out
 
 
 def select_extractors(loaded: list[LoadedExtractor], only: list[str] | None) -> tuple[LoadedExtractor, list[LoadedExtractor]]:
     """The probe, and the extractors this run may use (all runnable ones, or `only`).
 
-    GPU extractors run inside the worker processes too, on `settings.device` (a dedicated GPU
-    worker that batches across files is still to come)."""
+    Staged GPU extractors (catalog/model_stage.py) run their models in the GPU worker when the
+    run has one (catalog/gpu_worker.py), else inside the CPU workers, on `settings.device`."""
     by_name = {e.name: e for e in loaded}
     for name in only or []:
         if name not in by_name:
@@ -254,13 +261,24 @@ class Engine:
         # them; the next plan of changed files looks at them again, wherever they are now.
         self.vanished: set[int] = set()
         self.halt_when_out_of_space = halt_when_out_of_space
+        from .gpu_worker import wanted  # numpy: not for commands that never extract
+
+        self.use_gpu_worker = wanted(settings, self.extractors)
+        self.gpu: GpuWorker | None = None
 
     # -- the pool --------------------------------------------------------------------------
 
     def start_workers(self, size: int) -> None:
         self.size = max(1, size)
+        if self.use_gpu_worker and self.gpu is None:
+            from .gpu_worker import GpuWorker
+
+            self.gpu = GpuWorker(self.settings)
         while len(self.workers) < self.size:
-            self.workers.append(Worker(self.settings))
+            self.workers.append(self._new_worker())
+
+    def _new_worker(self) -> Worker:
+        return Worker(self.settings, self.gpu.connection if self.gpu else None)
 
     def trim_workers(self) -> None:
         """Stop workers beyond the number of jobs (a short run needs no full pool)."""
@@ -275,6 +293,10 @@ class Engine:
         for worker in self.workers:
             worker.kill()
         self.workers = []
+        if self.gpu is not None:
+            self.report.gpu = self.gpu.stats()
+            self.gpu.stop()
+            self.gpu = None
         self.writer.close()
 
     @property
@@ -318,6 +340,8 @@ class Engine:
     def step(self, timeout: float) -> None:
         if not self.workers and self.queue:
             self.start_workers(self.size or self.settings.workers)
+        if self.gpu is not None:
+            self.gpu.keep_alive()  # what it held fails in the CPU workers that asked for it
         for worker in self.workers:
             if worker.job is None:
                 self._feed(worker)
@@ -454,7 +478,7 @@ class Engine:
             self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, "failed", now, 0.0,
                                     None, error=f"{reason} while running {name}"))
             self._count("failed", job, name, reason)
-        replacement = Worker(self.settings)
+        replacement = self._new_worker()
         self.workers[self.workers.index(worker)] = replacement
         replacement.job = job
         self._finish_job(replacement)

@@ -12,6 +12,8 @@ entry-point group `muscat.extractors`) that declares, at its top:
 and defines `extract(audio: Audio, params: dict) -> dict` returning one value per declared output
 (a float for scalars, a str for categorical values, a sequence of floats for vectors). Modules
 import their heavy libraries (essentia, torch) inside functions, so listing extractors stays fast.
+A model-based extractor may instead define the stages of catalog/model_stage.py (load_model,
+prepare, forward, finish), so that the GPU worker can batch its model over many files.
 
 Model-based extractors may also define `available(params) -> str | None` (why the extractor
 cannot run, e.g. a missing weights file) and `weights_fingerprint(params) -> str`, which becomes
@@ -31,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from .errors import ConfigError
 
@@ -90,6 +92,7 @@ class LoadedExtractor:
     enabled: bool = True
     unavailable_reason: str | None = None
     weights_fingerprint: str | None = None
+    local_models: Any = field(default=None, repr=False)  # a staged extractor's model, held here
 
     @property
     def uses(self) -> list[str]:
@@ -125,8 +128,20 @@ class LoadedExtractor:
     def runnable(self) -> bool:
         return self.enabled and self.available
 
-    def run(self, audio: Any) -> dict[str, Any]:
-        raw = self.module.extract(audio, self.params)
+    def run(self, audio: Any, models: Any = None) -> dict[str, Any]:
+        """The extractor's outputs for `audio`; a staged one runs its model in `models` (a
+        model_stage.Models: the GPU worker's client, or models held here), else in this process."""
+        from . import model_stage
+
+        if model_stage.is_staged(self.module):
+            if models is None:
+                if self.local_models is None:
+                    self.local_models = model_stage.LocalModels({self.name: (self.module, self.params)},
+                                                                audio.device, model_stage.LOCAL_BATCH)
+                models = self.local_models
+            raw = model_stage.run_staged(self.name, self.module, self.params, audio, models)
+        else:
+            raw = self.module.extract(audio, self.params)
         return check_outputs(self.declaration, raw)
 
 
@@ -204,21 +219,23 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def bind(module: ModuleType) -> tuple[Extractor, Callable[..., Any]]:
-    """The declaration and extract function of an extractor module, checked."""
+def bind(module: ModuleType) -> Extractor:
+    """The declaration of an extractor module, checked with the functions it must define."""
+    from .model_stage import STAGES, is_staged
+
     declaration = getattr(module, "EXTRACTOR", None)
     if not isinstance(declaration, Extractor):
         raise TypeError(f"{module.__name__} has no EXTRACTOR = Extractor(...) declaration")
-    extract = getattr(module, "extract", None)
-    if not callable(extract):
-        raise TypeError(f"{module.__name__} has no extract(audio, params) function")
+    if not callable(getattr(module, "extract", None)) and not is_staged(module):
+        raise TypeError(f"{module.__name__} has no extract(audio, params) function (nor the stages "
+                        f"{', '.join(STAGES)})")
     names = [o.name for o in declaration.outputs]
     if len(names) != len(set(names)):
         raise TypeError(f"{module.__name__}: output names repeat")
     for name in [declaration.name] + names:
         if not _IDENTIFIER.fullmatch(name):
             raise TypeError(f"{module.__name__}: {name!r} is not a snake_case name")
-    return declaration, extract
+    return declaration
 
 
 # Extractor and feature names become SQL column names: keep them plain.

@@ -38,7 +38,7 @@ def load_extractors(settings: Settings) -> list[LoadedExtractor]:
     loaded: dict[str, LoadedExtractor] = {}
     source = str(settings.config_path or "configuration")
     for module in _modules():
-        declaration, _ = bind(module)
+        declaration = bind(module)
         if declaration.name in loaded:
             other = loaded[declaration.name].module.__name__
             raise ConfigError(f"two extractors are named '{declaration.name}': {other} and {module.__name__}")

@@ -51,7 +51,7 @@ class Job:
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def worker_main(conn: Connection, settings: Settings) -> None:
+def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes] | None = None) -> None:
     os.environ.update(SINGLE_THREADED)  # before numpy is imported in this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Decoders (libmpg123, FFmpeg) print notes about odd files straight to fd 2; every error
@@ -68,6 +68,12 @@ def worker_main(conn: Connection, settings: Settings) -> None:
     from .registry import load_extractors
 
     extractors = {e.name: e for e in load_extractors(settings)}
+    # Staged extractors run their models in the GPU worker when there is one, else in here.
+    models = None
+    if gpu is not None:
+        from .gpu_worker import GpuClient
+
+        models = GpuClient(*gpu)
     while True:
         try:
             job = conn.recv()
@@ -75,10 +81,10 @@ def worker_main(conn: Connection, settings: Settings) -> None:
             return
         if job is None:
             return
-        _run_job(conn, job, extractors, settings)
+        _run_job(conn, job, extractors, settings, models)
 
 
-def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: Settings) -> None:
+def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: Settings, models: Any) -> None:
     from .decode import DecodeError, decode
     from .identity import head_tail_hash
     from .registry import PROBE
@@ -137,7 +143,7 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         conn.send(("start", job.job_id, name))
         started_at, started = utc_now(), time.perf_counter()
         try:
-            values, error = extractor.run(audio), None
+            values, error = extractor.run(audio, models), None
             upstream[name] = extractor.identity  # what runs after it in this job may read
             audio.input_artifacts[name] = {kind: path for kind, _, path, _ in audio.artifacts}
         except Exception as exc:  # noqa: BLE001
@@ -191,10 +197,10 @@ def upstream_first(names: Any, extractors: dict[str, Any]) -> list[str]:
 class Worker:
     """One worker process and the coordinator's end of its pipe."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gpu: tuple[str, bytes] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(child, settings), daemon=True)
+        self.process = context.Process(target=worker_main, args=(child, settings, gpu), daemon=True)
         self.process.start()
         child.close()
         self.job: Job | None = None

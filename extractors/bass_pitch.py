@@ -33,28 +33,44 @@ EXTRACTOR = Extractor(
 )
 
 
-def extract(audio, params):  # type: ignore[no-untyped-def]
-    import numpy as np
+RATE = 44100
 
-    from catalog.devices import resolve
 
-    device = resolve(audio.device)
-    import pesto
-    import torch
+def load_model(params, device: str):  # type: ignore[no-untyped-def]
+    from pesto.loader import load_model as load_pesto
 
+    return load_pesto(params["model"], params["step_ms"], sampling_rate=RATE).to(device).eval()
+
+
+def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+    """The bass stem (else the mix), mono at 44.1 kHz, one item."""
     stem = audio.stems_mono("demucs", ("bass",))
     signal = stem if stem is not None else audio.mono()
-    rate, hop = 44100, int(44100 * params["step_ms"] / 1000)
-    _, f0, confidence, _ = pesto.predict(torch.from_numpy(signal).to(device), rate,
-                                         step_size=params["step_ms"], model_name=params["model"])
-    f0, confidence = f0.cpu().numpy(), confidence.cpu().numpy()
+    return signal[None], {"signal": signal, "source": "stems" if stem is not None else "mix"}
+
+
+def forward(model, batch):  # type: ignore[no-untyped-def]
+    """[B, samples] -> [B, frames, 2]: f0 in Hz and PESTO's confidence, every step_ms."""
+    import torch
+
+    f0, confidence, _, _ = model(batch, sr=RATE, convert_to_freq=True, return_activations=True)
+    return torch.stack([f0, confidence], dim=-1)
+
+
+def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    frames_out = np.concatenate(list(outputs))[0]
+    f0, confidence = frames_out[:, 0], frames_out[:, 1]
+    signal = state["signal"]
+    hop = int(RATE * params["step_ms"] / 1000)
     frames = len(f0)
     padded = np.pad(signal, (hop // 2, hop * frames))
     rms = np.sqrt(np.array([np.mean(padded[i * hop : i * hop + hop] ** 2) for i in range(frames)]) + 1e-20)
     level = 20 * np.log10(rms)
     voiced = (level > level.max() + params["floor_db"]) & (level > -60) & (f0 > 0)
     result: dict[str, object] = {"bass_voiced_ratio": float(voiced.mean()) if frames else 0.0,
-                                 "bass_source": "stems" if stem is not None else "mix"}
+                                 "bass_source": state["source"]}
     if not voiced.any():
         return {**result, "bass_f0_median": None, "bass_f0_mean": None, "bass_note_median": None,
                 "bass_pitch_std": None, "bass_pitch_range": None, "bass_pesto_confidence": None}

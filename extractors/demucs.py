@@ -11,6 +11,13 @@ two files with the same name never share one, and names are made safe to stay in
 artifacts_dir. Each stem is written to a hidden temporary name and renamed, so a crash never
 leaves a half stem that counts. They are written with soundfile (Demucs' own FLAC writer needs an
 ffmpeg binary), OGG in blocks (libvorbis crashes on long single writes).
+
+It runs in stages (catalog/model_stage.py) so that the GPU worker can batch windows of many
+files: `prepare` cuts the track exactly where demucs.apply.apply_model does, `forward` runs the
+model (or the bag, each member weighted per source) on a batch of windows, `finish` adds the
+windows up with demucs' triangular weights. With shifts, the random offsets are drawn from the
+audio's id (the same audio gives the same stems) and shared by a bag's members (apply_model
+draws them per member).
 """
 
 from __future__ import annotations
@@ -48,7 +55,6 @@ EXTRACTOR = Extractor(
 )
 
 FORMATS = {"flac": "FLAC", "mp3": "MP3", "ogg": "OGG", "wav": "WAV"}
-_models: dict[tuple, object] = {}  # loaded once per worker process
 
 
 def _model_files(repo: Path, model: str) -> list[Path]:
@@ -164,34 +170,149 @@ def write_stem(path: Path, samples, rate: int, params) -> None:  # type: ignore[
             temporary.unlink()
 
 
-def _separator(params, device: str):  # type: ignore[no-untyped-def]
-    key = (params["repo"], params["model"], device, params["shifts"], params["overlap"])
-    if key not in _models:
-        from demucs.api import Separator
+def load_model(params, device: str):  # type: ignore[no-untyped-def]
+    """The model (or bag) from the local folder, as a `Separation` ready on `device`."""
+    from demucs.apply import BagOfModels
+    from demucs.pretrained import get_model
 
-        _models[key] = Separator(params["model"], repo=Path(params["repo"]).expanduser(), device=device,
-                                 shifts=params["shifts"], overlap=params["overlap"], progress=False)
-    return _models[key]
+    model = get_model(params["model"], repo=Path(params["repo"]).expanduser())
+    members = list(model.models) if isinstance(model, BagOfModels) else [model]
+    weights = model.weights if isinstance(model, BagOfModels) else [[1.0] * len(model.sources)]
+    return Separation(members, weights, device)
 
 
-def extract(audio, params):  # type: ignore[no-untyped-def]
+class Separation:
+    """A model or a bag of them applied to windows: each member's output weighted per source."""
+
+    def __init__(self, members, weights, device: str) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        first = members[0]
+        self.samplerate, self.channels, self.sources = first.samplerate, first.audio_channels, list(first.sources)
+        # Windows are cut once for the whole bag: its members must agree on their geometry.
+        self.segment_length = int(first.samplerate * first.segment)
+        lengths = {_window_length(m, self.segment_length) for m in members}
+        if len({int(m.samplerate * m.segment) for m in members}) > 1 or len(lengths) > 1:
+            raise ValueError("the models of this bag use different segment lengths, which muscat does not batch")
+        self.window_length = lengths.pop()
+        self.members = [m.to(device).eval() for m in members]
+        self.weights = [torch.tensor(w, dtype=torch.float32, device=device)[:, None, None] for w in weights]
+        self.totals = sum(self.weights)
+
+    def __call__(self, batch):  # type: ignore[no-untyped-def]
+        estimate = 0
+        for member, weight in zip(self.members, self.weights):
+            estimate = estimate + member(batch) * weight
+        return estimate / self.totals
+
+
+def _window_length(model, segment_length: int) -> int:  # type: ignore[no-untyped-def]
+    """What the model is fed for a segment (HTDemucs: its training length; others: their valid length)."""
+    return model.valid_length(segment_length) if hasattr(model, "valid_length") else segment_length
+
+
+def model_info(model):  # type: ignore[no-untyped-def]
+    return {"samplerate": model.samplerate, "channels": model.channels, "sources": model.sources,
+            "segment_length": model.segment_length, "window_length": model.window_length}
+
+
+def forward(model, batch):  # type: ignore[no-untyped-def]
+    """[B, channels, window] -> [B, sources, channels, window]."""
+    return model(batch)
+
+
+def cuts(length: int, info: dict, overlap: float, shifts: list[int]) -> list[tuple[int, int, int, int]]:
+    """Where demucs.apply.apply_model cuts a track of `length` samples, as (shift, origin, offset, size).
+
+    Without shifts the track is cut as it is; with shifts, for each shift `s` (0 .. max_shift) the
+    track read from `s - max_shift` (zeros before it). Segments of `segment_length` start every
+    `stride` samples from that origin (`offset`, `size` valid samples); each is fed to the model as
+    a window of `window_length` centred on it, with context from the track and zeros beyond."""
+    segment, window = info["segment_length"], info["window_length"]
+    stride = int((1 - overlap) * segment)
+    max_shift = int(0.5 * info["samplerate"])
+    plan = []
+    for index, shift in enumerate(shifts or [None]):
+        origin = 0 if shift is None else shift - max_shift
+        for offset in range(0, length - origin, stride):
+            plan.append((index, origin, offset, min(segment, length - origin - offset)))
+    return plan
+
+
+def _window(mix, start: int, length: int):  # type: ignore[no-untyped-def]
+    """mix[:, start:start + length], zeros where that falls outside the track."""
     import numpy as np
 
-    from catalog.devices import resolve
+    out = np.zeros((mix.shape[0], length), np.float32)
+    lo, hi = max(0, start), min(mix.shape[1], start + length)
+    if hi > lo:
+        out[:, lo - start : hi - start] = mix[:, lo:hi]
+    return out
 
-    device = resolve(audio.device)
+
+def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+    """The track at the model's rate and channels, normalised as demucs.api does, cut in windows."""
+    import numpy as np
     import torch
-
     from demucs.audio import convert_audio
 
-    separator = _separator(params, device)
-    rate = separator.samplerate
     wav = torch.from_numpy(np.ascontiguousarray(audio._whole().T))
     # Demucs converts channels only when it also resamples: give it the model's layout.
-    wav = convert_audio(wav, audio.sample_rate, rate, separator.audio_channels)
-    with torch.inference_mode():
-        _, stems = separator.separate_tensor(wav, rate)
-    arrays = {name: np.ascontiguousarray(stems[name].cpu().numpy().T, dtype=np.float32) for name in STEMS}
+    mix = convert_audio(wav, audio.sample_rate, info["samplerate"], info["channels"]).numpy()
+    reference = mix.mean(axis=0)
+    mean = float(reference.mean())
+    std = float(reference.std(ddof=1)) + 1e-8 if len(reference) > 1 else 1.0
+    mix = (mix - mean) / std
+    # Shifts are drawn from the audio's own id: the same audio gives the same stems every time.
+    rng = np.random.default_rng(int(audio.audio_id[:15], 16))
+    shifts = [int(rng.integers(0, int(0.5 * info["samplerate"]) + 1)) for _ in range(params["shifts"])]
+    plan = cuts(mix.shape[1], info, params["overlap"], shifts)
+    window = info["window_length"]
+    items = np.stack([_window(mix, origin + offset - (window - size) // 2, window)
+                      for _, origin, offset, size in plan]) if plan else np.zeros((0, mix.shape[0], window), np.float32)
+    return items, {"plan": plan, "length": mix.shape[1], "mean": mean, "std": std, "shifts": max(1, len(shifts))}
+
+
+def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+    """Overlap-add the windows' stems with demucs' triangular weights, then write the stem files."""
+    import numpy as np
+
+    segment, window, length = info["segment_length"], info["window_length"], state["length"]
+    weight = np.concatenate([np.arange(1, segment // 2 + 1), np.arange(segment - segment // 2, 0, -1)]).astype(np.float32)
+    weight /= weight.max()
+    total = np.zeros((len(info["sources"]), info["channels"], length), np.float32)
+    shift_sum = shift_weight = None
+    current = None
+    for (index, origin, offset, size), out in zip(state["plan"], _items(outputs)):
+        if index != current:  # a new shift: what the last one summed goes into the total
+            if current is not None:
+                total += _normalised(shift_sum, shift_weight, origin_of)
+            current, origin_of = index, origin
+            shift_sum = np.zeros((*total.shape[:2], length - origin), np.float32)
+            shift_weight = np.zeros(length - origin, np.float32)
+        trim = (window - size) // 2
+        shift_sum[..., offset : offset + size] += weight[:size] * out[..., trim : trim + size]
+        shift_weight[offset : offset + size] += weight[:size]
+    if current is not None:
+        total += _normalised(shift_sum, shift_weight, origin_of)
+    stems = total / state["shifts"] * state["std"] + state["mean"]
+    arrays = {name: np.ascontiguousarray(stems[info["sources"].index(name)].T) for name in STEMS}
+    return _write_stems(audio, params, arrays, info["samplerate"])
+
+
+def _items(blocks):  # type: ignore[no-untyped-def]
+    for block in blocks:
+        yield from block
+
+
+def _normalised(summed, weights, origin: int):  # type: ignore[no-untyped-def]
+    """One shift's overlap-added output divided by its weights, from the track's first sample."""
+    return summed[..., -origin:] / weights[-origin:]
+
+
+def _write_stems(audio, params, arrays, rate: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+
     folder = track_folder(audio.artifacts_dir, params["model"], audio.path, audio.audio_id)
     folder.mkdir(parents=True, exist_ok=True)
     for name in STEMS:

@@ -10,7 +10,8 @@ Front end on the device (torch.stft and a log-spaced filterbank; the CPU runs th
 20 Hz-20 kHz), log10(1 + x). Network: two conv blocks (32, 64 filters), three bidirectional GRU
 layers of 60, five sigmoid outputs: kick, snare, tom, hi-hat, cymbal (GM notes 35, 38, 47, 42,
 49). Onsets are activation peaks above a threshold per class, at least `min_gap` apart. It
-listens to the drums stem when demucs separated one, else to the mix.
+listens to the drums stem when demucs separated one, else to the mix. It runs in stages
+(catalog/model_stage.py): front end and network on the device, onset picking on the CPU.
 """
 
 from __future__ import annotations
@@ -135,16 +136,25 @@ def weights_fingerprint(params):  # type: ignore[no-untyped-def]
     return hashlib.blake2b(Path(params["weights"]).expanduser().read_bytes(), digest_size=8).hexdigest()
 
 
-def activations(signal, model, bank, device: str):  # type: ignore[no-untyped-def]
-    """[frames, 5] class activations at 100 frames/s, the front end run on `device`."""
+def load_model(params, device: str):  # type: ignore[no-untyped-def]
+    return load(str(Path(params["weights"]).expanduser()), device)
+
+
+def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+    """The drums stem when demucs separated one, else the mix: mono at 44.1 kHz, one item."""
+    stem = audio.stems_mono("demucs", ("drums",))
+    signal = stem if stem is not None else audio.mono()
+    return signal[None], {"source": "stems" if stem is not None else "mix", "seconds": len(signal) / RATE}
+
+
+def forward(model, batch):  # type: ignore[no-untyped-def]
+    """[B, samples] -> [B, frames, 5] class activations at 100 frames/s, front end included."""
     import torch
 
-    with torch.inference_mode():
-        wav = torch.from_numpy(signal).to(device)
-        spec = torch.stft(wav, N_FFT, HOP, window=torch.hann_window(N_FFT, device=device),
-                          center=True, return_complex=True).abs()[: N_FFT // 2].T  # [frames, bins]
-        frames = torch.log10(1 + spec @ bank)[None, :, :, None]
-        return model(frames)[0].cpu().numpy()
+    net, bank = model
+    spec = torch.stft(batch, N_FFT, HOP, window=torch.hann_window(N_FFT, device=batch.device),
+                      center=True, return_complex=True).abs()[:, : N_FFT // 2].transpose(1, 2)  # [B, frames, bins]
+    return net(torch.log10(1 + spec @ bank)[..., None])
 
 
 def pick_onsets(curve, threshold: float, min_gap: float) -> list[float]:  # type: ignore[no-untyped-def]
@@ -188,15 +198,12 @@ def _varlen(value: int) -> bytes:
     return bytes(out)
 
 
-def extract(audio, params):  # type: ignore[no-untyped-def]
-    from catalog.devices import resolve
+def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+    import numpy as np
+
     from extractors.demucs import track_folder
 
-    device = resolve(audio.device)
-    stem = audio.stems_mono("demucs", ("drums",))
-    signal = stem if stem is not None else audio.mono()
-    model, bank = load(str(Path(params["weights"]).expanduser()), device)
-    curves = activations(signal, model, bank, device)
+    curves = np.concatenate(list(outputs))[0]
     onsets = {name: pick_onsets(curves[:, i], params["thresholds"][i], params["min_gap"])
               for i, name in enumerate(CLASSES)}
     folder = track_folder(audio.artifacts_dir, "drums", audio.path, audio.audio_id)
@@ -204,11 +211,11 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
     midi = folder / "drums.mid"
     write_midi(midi, onsets)
     audio.artifacts.append(("midi", "mid", str(midi), midi.stat().st_size))
-    seconds = max(len(signal) / RATE, 1e-9)
+    seconds = max(state["seconds"], 1e-9)
     result: dict[str, object] = {}
     for name in CLASSES:
         result[f"{name}_onsets"] = len(onsets[name])
         result[f"{name}_rate"] = len(onsets[name]) / seconds
     result["drum_onset_rate"] = sum(len(v) for v in onsets.values()) / seconds
-    result["drums_source"] = "stems" if stem is not None else "mix"
+    result["drums_source"] = state["source"]
     return result

@@ -9,7 +9,7 @@ def tiny_demucs_repo(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
     """A local Demucs repo with one small HTDemucs (`<name>.th`) and a bag of it (`<name>_bag.yaml`).
 
     Built like Demucs' own packages (klass, args, kwargs, state) so it loads through
-    demucs.api.Separator(repo=...), the path muscat uses for the real models.
+    demucs.pretrained.get_model(repo=...), the path muscat uses for the real models.
     """
     import torch
     from demucs.htdemucs import HTDemucs

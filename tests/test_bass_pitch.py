@@ -7,6 +7,7 @@ import pytest
 from audio import write
 
 from catalog import decode
+from catalog.model_stage import run_here
 from extractors import bass_pitch
 
 
@@ -25,7 +26,7 @@ def bass_line(notes: list[float], seconds_each: float = 0.75, sr: int = 44100) -
 def run(tmp_path, samples):
     audio = decode.decode(str(write(tmp_path / "bass.wav", samples)))
     audio.device = "cpu"
-    return bass_pitch.extract(audio, bass_pitch.EXTRACTOR.params)
+    return run_here(bass_pitch, audio, bass_pitch.EXTRACTOR.params)
 
 
 def test_pesto_finds_the_bass_line_within_a_semitone(tmp_path):

@@ -16,6 +16,7 @@ from models import tiny_demucs_repo
 
 import catalog
 from catalog import decode
+from catalog.model_stage import run_here
 from extractors import demucs
 
 STEMS = ["bass", "drums", "other", "vocals"]
@@ -33,7 +34,7 @@ def params(repo: Path, **overrides) -> dict:
 def separate(repo: Path, source: Path, artifacts: Path, **overrides):
     audio = decode.decode(str(source))
     audio.artifacts_dir, audio.device = str(artifacts), "cpu"
-    values = demucs.extract(audio, params(repo, **overrides))
+    values = run_here(demucs, audio, params(repo, **overrides))
     return audio, values
 
 
@@ -71,6 +72,52 @@ def test_four_stems_in_every_format(tmp_path, repo, fmt, extra, subtype):
     assert sorted(kind for kind, *_ in audio.artifacts) == sorted(f"stem:{s}" for s in STEMS)
     shares = [values[f"{s}_share"] for s in STEMS]
     assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
+
+
+def reference_stems(repo: Path, model: str, audio, shifts: int, offset: int = 0) -> np.ndarray:
+    """What Demucs' own API makes of the audio: [sources, channels, samples]."""
+    import torch
+    from demucs import apply
+    from demucs.api import Separator
+
+    apply.random.randint = lambda low, high: offset  # the shift muscat drew for this audio
+    separator = Separator(model, repo=repo, device="cpu", shifts=shifts, overlap=0.25, progress=False)
+    _, stems = separator.separate_tensor(torch.from_numpy(np.ascontiguousarray(audio.samples.T)), 44100)
+    return np.stack([stems[s].numpy() for s in ["drums", "bass", "other", "vocals"]])
+
+
+@pytest.mark.parametrize("model,shifts", [("tiny", 0), ("tiny", 1), ("pair", 0)])
+def test_windows_batched_as_the_gpu_worker_does_equal_demucs_own_separation(tmp_path, repo, model, shifts, monkeypatch):
+    # A bag of two members weighted per source, and a track of 3.3 segments (a short last window).
+    tiny_demucs_repo(repo, name="tiny2", seed=1)
+    (repo / "pair.yaml").write_text("models: ['tiny', 'tiny2']\nweights: [[1, 0, 1, 0.5], [0, 1, 1, 0.5]]\n")
+    mono = chord_progression(seconds_each=0.66)
+    source = write(tmp_path / "mix.wav", np.hstack([mono, 0.5 * np.roll(mono, 300)]))
+    audio = decode.decode(str(source))
+    audio.artifacts_dir, audio.device = str(tmp_path / "artifacts"), "cpu"
+    separation = demucs.load_model(params(repo, model=model), "cpu")
+    info = demucs.model_info(separation)
+    items, state = demucs.prepare(audio, params(repo, model=model, shifts=shifts), info)
+    assert items.shape[1:] == (2, info["window_length"]) and len(items) > 4
+    import torch
+
+    with torch.inference_mode():  # windows of one file split over batches of 3, as from several files
+        outputs = [demucs.forward(separation, torch.from_numpy(items[i : i + 3])).numpy() for i in range(0, len(items), 3)]
+    demucs.finish(audio, params(repo, model=model), info, state, outputs)
+    ours = np.stack([audio.derived["demucs"]["stems"][s].T for s in ["drums", "bass", "other", "vocals"]])
+    offset = state["plan"][0][1] + int(0.5 * 44100) if shifts else 0
+    monkeypatch.setattr("demucs.apply.random.randint", lambda low, high: offset)
+    expected = reference_stems(repo, model, audio, shifts, offset)
+    assert ours.shape == expected.shape == (4, 2, audio.frames)
+    np.testing.assert_allclose(ours, expected, atol=2e-4 * np.abs(expected).max())
+
+
+def test_shifted_separation_is_the_same_for_the_same_audio(tmp_path, repo):
+    source = write(tmp_path / "mix.wav", chord_progression(seconds_each=0.4))
+    first, _ = separate(repo, source, tmp_path / "one", shifts=2)
+    again, _ = separate(repo, source, tmp_path / "two", shifts=2)
+    for stem in ["drums", "vocals"]:
+        np.testing.assert_array_equal(first.derived["demucs"]["stems"][stem], again.derived["demucs"]["stems"][stem])
 
 
 def test_mono_and_other_rates_come_out_as_the_models_stereo(tmp_path, repo):

@@ -24,9 +24,14 @@ def test_checkpoint_loads_with_strict_keys_and_runs(tmp_path):
     import torch
 
     path = adtof_checkpoint(tmp_path / "adtof.pth")
-    model, bank = drums.load(str(path), "cpu")
-    curves = drums.activations(click_track(120, 3)[:, 0], model, bank, "cpu")
+    model = drums.load(str(path), "cpu")
+    clicks = torch.from_numpy(click_track(120, 3)[:, 0])
+    with torch.inference_mode():
+        curves = drums.forward(model, clicks[None])[0].numpy()
+        # Files of one length share a forward pass in the GPU worker: a batch changes nothing.
+        batched = drums.forward(model, torch.stack([torch.zeros_like(clicks), clicks]))[1].numpy()
     assert curves.shape == (301, 5) and ((curves >= 0) & (curves <= 1)).all()
+    np.testing.assert_allclose(batched, curves, atol=1e-5)
     names = set(torch.load(path, weights_only=False)["model_weights"])
     assert {"cnn_blocks.0.0.weight", "cnn_blocks.1.5.running_var", "gru_layers.2.weight_hh_l0_reverse",
             "output_layer.weight"} <= names

@@ -1,0 +1,471 @@
+"""The GPU worker: one process that holds the models of staged extractors (catalog/model_stage.py)
+on the device and runs them on batches of items from many files at once.
+
+CPU workers decode a file, `prepare` its items (demucs: windows of the track), hand them here and
+`finish` when the outputs come back (overlap-add, encoding, writing stems): decoding and writing
+overlap the device's work, and the device gets full batches whenever several files are in flight.
+
+Each CPU worker connects to the GPU worker's Unix socket (in a private temporary folder). Items
+and outputs travel in shared memory (/dev/shm), the messages that name them through the socket;
+where /dev/shm has no room they travel pickled through the socket instead. Inside:
+
+- a thread per connection reads requests: ("info", id, name) for what `prepare` needs to know,
+  ("forward", id, name, items) for outputs, ("stats", id);
+- the main thread takes up to `batch_size` items of one extractor and shape, oldest request first,
+  from any connection, and starts `forward` on the device;
+- a finisher thread copies each batch's outputs back and answers a request when all its items
+  are done, so the next batch is already running on the device while the last one is copied.
+
+A CUDA out-of-memory error halves the batch size and tries again; any other error fails the
+requests of that batch (their files' results fail with the message), and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, Iterator
+
+import numpy as np
+
+from .config import Settings
+
+CONNECT_TIMEOUT_S = 120.0  # the GPU worker imports torch before it answers
+GROUP_BYTES = 32 << 20  # items a CPU worker sends per request; two requests in flight at most
+
+
+class GpuError(RuntimeError):
+    """The GPU worker could not run a request (the message says why)."""
+
+
+class GpuWorkerLost(RuntimeError):
+    """The GPU worker stopped (crashed, or was killed) before it answered."""
+
+
+# -- moving arrays between processes ------------------------------------------------------------
+
+def pack(array: np.ndarray) -> tuple:
+    """An array as a message part: in shared memory when /dev/shm has room, else inline."""
+    if array.nbytes and _shm_room() > 2 * array.nbytes:
+        shm = SharedMemory(create=True, size=array.nbytes)
+        np.ndarray(array.shape, array.dtype, shm.buf)[...] = array
+        shm.close()
+        return ("shm", shm.name, array.shape, array.dtype.str)
+    return ("inline", array)
+
+
+def unpack(part: tuple) -> np.ndarray:
+    """The array of a message part (a copy; shared memory is released and removed)."""
+    if part[0] == "inline":
+        return part[1]
+    _, name, shape, dtype = part
+    shm = SharedMemory(name=name)
+    try:
+        return np.ndarray(shape, np.dtype(dtype), shm.buf).copy()
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+def _shm_room() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+# -- the CPU worker's side ----------------------------------------------------------------------
+
+class GpuClient:
+    """A CPU worker's connection to the GPU worker (a model_stage.Models)."""
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address, self.authkey = address, authkey
+        self.conn: Connection | None = None
+        self.infos: dict[str, dict[str, Any]] = {}
+        self.replies: dict[int, tuple] = {}
+        self.next_id = 0
+
+    def info(self, name: str) -> dict[str, Any]:
+        if name not in self.infos:
+            self.infos[name] = self._wait(self._send("info", name))[2]
+        return self.infos[name]
+
+    def forward(self, name: str, items: np.ndarray) -> Iterator[np.ndarray]:
+        per_group = max(1, GROUP_BYTES // max(1, items[0].nbytes if len(items) else 1))
+        groups = [items[i : i + per_group] for i in range(0, len(items), per_group)]
+        in_flight: deque[tuple[int, tuple]] = deque()
+        try:
+            for group in groups:
+                part = pack(group)
+                try:
+                    request_id = self._send("forward", name, part)
+                except GpuWorkerLost:
+                    _release(part)
+                    raise
+                in_flight.append((request_id, part))
+                if len(in_flight) == 2:
+                    yield self._outputs(*in_flight.popleft())
+            while in_flight:
+                yield self._outputs(*in_flight.popleft())
+        finally:  # abandoned half way (finish failed): answers still due are collected and freed
+            for request_id, part in in_flight:
+                try:
+                    self._outputs(request_id, part)
+                except (GpuError, GpuWorkerLost):
+                    pass
+
+    def stats(self) -> dict[str, Any]:
+        return self._wait(self._send("stats"))[2]
+
+    def _outputs(self, request_id: int, sent: tuple) -> np.ndarray:
+        try:
+            reply = self._wait(request_id)
+        finally:
+            _release(sent)
+        return unpack(reply[2])
+
+    def _send(self, kind: str, *args: Any) -> int:
+        self.next_id += 1
+        try:
+            self._connection().send((kind, self.next_id, *args))
+        except (OSError, EOFError):
+            self._lost()
+        return self.next_id
+
+    def _wait(self, request_id: int) -> tuple:
+        while request_id not in self.replies:
+            try:
+                reply = self._connection().recv()
+            except (OSError, EOFError):
+                self._lost()
+            self.replies[reply[1]] = reply
+        reply = self.replies.pop(request_id)
+        if reply[0] == "error":
+            raise GpuError(reply[2])
+        return reply
+
+    def _lost(self) -> None:
+        self.conn, self.replies = None, {}
+        raise GpuWorkerLost("the GPU worker stopped before it answered (it is started again)")
+
+    def _connection(self) -> Connection:
+        if self.conn is None:
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while True:
+                try:
+                    self.conn = Client(self.address, "AF_UNIX", authkey=self.authkey)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline:
+                        raise GpuWorkerLost(f"the GPU worker did not start within {CONNECT_TIMEOUT_S:.0f} s") from None
+                    time.sleep(0.05)
+        return self.conn
+
+
+def _release(part: tuple) -> None:
+    """Remove a part's shared memory once the other side is done with it."""
+    if part[0] == "shm":
+        try:
+            shm = SharedMemory(name=part[1])
+            shm.close()
+            shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# -- the GPU worker's side ----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Request:
+    reply: Any  # (connection, lock)
+    request_id: int
+    name: str
+    items: Any  # torch tensor [N, ...] in host memory
+    taken: int = 0  # items handed to a batch
+    done: int = 0  # items whose outputs are back
+    outputs: np.ndarray | None = None
+    output_part: tuple | None = None
+    failed: bool = False
+
+
+class _Server:
+    def __init__(self, settings: Settings) -> None:
+        from .devices import resolve
+        from .model_stage import ModelCache, is_staged
+        from .registry import load_extractors
+
+        modules = {e.name: (e.module, e.params) for e in load_extractors(settings)
+                   if e.runnable and is_staged(e.module)}
+        self.device = resolve(settings.device)
+        self.cache = ModelCache(modules, self.device)
+        self.batch_size = max(1, settings.gpu_batch)
+        self.waiting: deque[_Request] = deque()
+        self.ready = threading.Condition()
+        self.finishing: queue.Queue = queue.Queue(maxsize=2)
+        self.started = time.monotonic()
+        self.counts = {"batches": 0, "items": 0, "shared_batches": 0, "requests": 0, "out_of_memory": 0}
+
+    # connections
+
+    def accept(self, listener: Listener) -> None:
+        while True:
+            conn = listener.accept()
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: Connection) -> None:
+        import torch
+
+        reply = (conn, threading.Lock())
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            kind, request_id = message[0], message[1]
+            try:
+                if kind == "info":
+                    _send(reply, ("info", request_id, self.cache.get(message[2])[1]))
+                elif kind == "stats":
+                    _send(reply, ("stats", request_id, self.stats()))
+                elif kind == "forward":
+                    items = torch.from_numpy(unpack_keep(message[3]))
+                    if self.device.startswith("cuda"):
+                        items = items.pin_memory()  # copied to the device without a stop
+                    request = _Request(reply, request_id, message[2], items)
+                    with self.ready:
+                        self.counts["requests"] += 1
+                        self.waiting.append(request)
+                        self.ready.notify()
+            except Exception as exc:  # noqa: BLE001 - the request fails, the worker goes on
+                _send(reply, ("error", request_id, f"{type(exc).__name__}: {exc}"))
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "device": self.device, "batch_size": self.batch_size,
+                "seconds": time.monotonic() - self.started}
+
+    # batches
+
+    def run(self) -> None:
+        import torch
+
+        while True:
+            batch = self._next_batch()
+            name = batch[0][0].name
+            try:
+                model = self.cache.get(name)[0]
+                module = self.cache.modules[name][0]
+                inputs = torch.cat([r.items[start : start + n] for r, start, n in batch]).to(self.device, non_blocking=True)
+                with torch.inference_mode():
+                    outputs = module.forward(model, inputs)
+            except torch.cuda.OutOfMemoryError:
+                self._retry_smaller(batch)
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self._fail(batch, f"{type(exc).__name__}: {exc}")
+                continue
+            self.counts["batches"] += 1
+            self.counts["items"] += sum(n for _, _, n in batch)
+            self.counts["shared_batches"] += len({id(r.reply[0]) for r, _, _ in batch}) > 1
+            self.finishing.put((batch, outputs))
+
+    def _next_batch(self) -> list[tuple[_Request, int, int]]:
+        """Up to batch_size items of the oldest request's extractor and shape, oldest first."""
+        with self.ready:
+            while not self.waiting:
+                self.ready.wait()
+            first = self.waiting[0]
+            key = (first.name, tuple(first.items.shape[1:]))
+            batch, room = [], self.batch_size
+            for request in list(self.waiting):
+                if (request.name, tuple(request.items.shape[1:])) != key:
+                    continue
+                take = min(room, len(request.items) - request.taken)
+                batch.append((request, request.taken, take))
+                request.taken += take
+                room -= take
+                if request.taken == len(request.items):
+                    self.waiting.remove(request)
+                if not room:
+                    break
+            return batch
+
+    def _retry_smaller(self, batch: list[tuple[_Request, int, int]]) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+        self.counts["out_of_memory"] += 1
+        if self.batch_size == 1:
+            self._fail(batch, "the device is out of memory even for one item")
+            return
+        self.batch_size //= 2
+        with self.ready:
+            for request, start, _ in reversed(batch):
+                request.taken = min(request.taken, start)
+                if request not in self.waiting:
+                    self.waiting.appendleft(request)
+
+    def _fail(self, batch: list[tuple[_Request, int, int]], reason: str) -> None:
+        with self.ready:
+            for request, _, _ in batch:
+                if request in self.waiting:
+                    self.waiting.remove(request)
+        for request in {r for r, _, _ in batch}:
+            if not request.failed:
+                request.failed = True
+                request.outputs = None
+                if request.output_part is not None and request.output_part[0] == "shm":
+                    request.output_part[4].close()
+                    request.output_part[4].unlink()
+                _send(request.reply, ("error", request.request_id, reason))
+
+    def finish(self) -> None:
+        while True:
+            batch, outputs = self.finishing.get()
+            try:
+                host = outputs.float().cpu().numpy()
+            except Exception as exc:  # noqa: BLE001 - an asynchronous device error surfaces here
+                self._fail(batch, f"{type(exc).__name__}: {exc}")
+                continue
+            position = 0
+            for request, start, n in batch:
+                if not request.failed:
+                    if request.outputs is None:
+                        request.outputs, request.output_part = _output_buffer((len(request.items), *host.shape[1:]))
+                    request.outputs[start : start + n] = host[position : position + n]
+                    request.done += n
+                    if request.done == len(request.items):
+                        self._answer(request)
+                position += n
+
+    def _answer(self, request: _Request) -> None:
+        part = request.output_part
+        if part[0] == "inline":
+            part = ("inline", request.outputs)
+        request.outputs = None  # the view into shared memory goes before the mapping closes
+        if part[0] == "shm":
+            part[4].close()
+            part = part[:4]
+        _send(request.reply, ("done", request.request_id, part))
+
+
+def _output_buffer(shape: tuple) -> tuple[np.ndarray, tuple]:
+    """Where a request's outputs are written: shared memory when there is room."""
+    nbytes = int(np.prod(shape)) * 4
+    if nbytes and _shm_room() > 2 * nbytes:
+        shm = SharedMemory(create=True, size=nbytes)
+        return np.ndarray(shape, np.float32, shm.buf), ("shm", shm.name, shape, "<f4", shm)
+    return np.empty(shape, np.float32), ("inline",)
+
+
+def unpack_keep(part: tuple) -> np.ndarray:
+    """The array of a message part, copied; the sender removes its shared memory."""
+    if part[0] == "inline":
+        return part[1]
+    _, name, shape, dtype = part
+    shm = SharedMemory(name=name)
+    try:
+        return np.ndarray(shape, np.dtype(dtype), shm.buf).copy()
+    finally:
+        shm.close()
+
+
+def _send(reply: Any, message: tuple) -> None:
+    conn, lock = reply
+    with lock:
+        try:
+            conn.send(message)
+        except OSError:
+            pass  # that CPU worker is gone
+
+
+def server_main(address: str, authkey: bytes, settings: Settings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides what Ctrl-C means
+    # Listening first: CPU workers connect (and wait) while torch and the models load.
+    listener = Listener(address, "AF_UNIX", authkey=authkey)
+    server = _Server(settings)
+    threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
+    threading.Thread(target=server.finish, daemon=True).start()
+    server.run()
+
+
+# -- the coordinator's side ---------------------------------------------------------------------
+
+class GpuWorker:
+    """The GPU worker process, started again (same address) when it dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folder = tempfile.mkdtemp(prefix="muscat-gpu-")  # private (0700): the socket lives here
+        self.address = os.path.join(self.folder, "socket")
+        self.authkey = secrets.token_bytes(16)
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.restarts = 0
+        self.start()
+
+    @property
+    def connection(self) -> tuple[str, bytes]:
+        """What a CPU worker needs to reach it."""
+        return self.address, self.authkey
+
+    def start(self) -> None:
+        if os.path.exists(self.address):
+            os.unlink(self.address)
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(target=server_main, args=(self.address, self.authkey, self.settings),
+                                       daemon=True, name="muscat-gpu")
+        self.process.start()
+
+    def keep_alive(self) -> bool:
+        """Start it again if it died; whether it had."""
+        if self.process is not None and self.process.is_alive():
+            return False
+        self.restarts += 1
+        self.start()
+        return True
+
+    def stats(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """What it has done (see _Server.stats), or None when it does not answer."""
+        if self.process is None or not self.process.is_alive():
+            return None
+        try:
+            with Client(self.address, "AF_UNIX", authkey=self.authkey) as conn:
+                conn.send(("stats", 0))
+                return conn.recv()[2] if conn.poll(timeout) else None
+        except (OSError, EOFError):
+            return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def wanted(settings: Settings, extractors: list[Any]) -> bool:
+    """Whether a run with these extractors gets a GPU worker: `gpu_worker` in muscat.toml, else
+    whenever a staged GPU extractor runs and the device is a GPU."""
+    from .model_stage import is_staged
+
+    if not any(e.device == "gpu" and is_staged(e.module) for e in extractors):
+        return False
+    if settings.gpu_worker is not None:
+        return settings.gpu_worker
+    if settings.device == "cpu":
+        return False
+    from .devices import resolve
+
+    return resolve(settings.device) != "cpu"
