@@ -316,6 +316,8 @@ def extract(obj: Context, only: str | None, device: str, workers: int | None, re
     Audio that was already analysed (a copy, a retagged file) is not analysed again. Failures
     are recorded with their error (see the `failed` view) and the rest goes on; the exit status
     is then 1. Ctrl-C stops: finished results are kept, work in progress is redone next time.
+    On a GPU, one GPU worker holds the models and batches the windows of all files in flight
+    (`gpu_worker` and `gpu_batch` in muscat.toml).
     """
     obj.settings.device = _device_option(device)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
@@ -340,6 +342,10 @@ def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, 
     else:
         click.echo(f"{report.files:,} files: {report.probed:,} probed, {report.ok:,} results, "
                    f"{report.failed:,} failed, {report.skipped:,} already analysed")
+        if report.gpu:
+            click.echo(f"GPU worker on {report.gpu['device']}: {report.gpu['items']:,} items in "
+                       f"{report.gpu['batches']:,} forward passes ({report.gpu['shared_batches']:,} shared by "
+                       f"several files)")
     if report.vanished:
         _warn(f"{report.vanished:,} files were moved or deleted while waiting: scan again to find them")
     if report.interrupted:

@@ -17,7 +17,7 @@ Targets (issue 4): muscat at least 1.3x the CLI on a CPU; on a GPU with `--size 
 least 90% and at least 1.5x the CLI.
 
     uv run python bench/separate.py [--files 6] [--seconds 10] [--parallel 2] [--size tiny|real|ft]
-                                    [--device cpu|cuda] [--workers W] [--batch 16]
+                                    [--device cpu|cuda] [--workers W] [--batch 16] [--gpu-worker]
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def main() -> None:
                         "CPU, all cores on a GPU)")
     parser.add_argument("--batch", type=int, default=16, help="windows per forward pass in the GPU worker")
     parser.add_argument("--shifts", type=int, default=0)
+    parser.add_argument("--gpu-worker", action="store_true", help="use the GPU worker even on a CPU (it is on by "
+                        "itself on a GPU)")
     args = parser.parse_args()
     on_gpu = args.device != "cpu"
     workers = args.workers or (os.cpu_count() if on_gpu else args.parallel)
@@ -129,7 +131,8 @@ def main() -> None:
         cli = time.perf_counter() - started
 
         db = work / "bench.duckdb"
-        (work / "muscat.toml").write_text(f'gpu_batch = {args.batch}\n[extractors.demucs]\nrepo = "{repo}"\n'
+        forced = "gpu_worker = true\n" if args.gpu_worker else ""
+        (work / "muscat.toml").write_text(f'{forced}gpu_batch = {args.batch}\n[extractors.demucs]\nrepo = "{repo}"\n'
                                           f'model = "tiny"\nshifts = {args.shifts}\nformat = "wav"\n')
         subprocess.run([str(MUSCAT), "--db", str(db), "scan", str(library)], check=True, capture_output=True)
         subprocess.run([str(MUSCAT), "--db", str(db), "extract", "--only", "probe"], capture_output=True)

@@ -391,14 +391,23 @@ def _send(reply: Any, message: tuple) -> None:
             pass  # that CPU worker is gone
 
 
-def server_main(address: str, authkey: bytes, settings: Settings) -> None:
+def server_main(address: str, authkey: bytes, settings: Settings, coordinator: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides what Ctrl-C means
+    threading.Thread(target=_exit_with, args=(coordinator, os.path.dirname(address)), daemon=True).start()
     # Listening first: CPU workers connect (and wait) while torch and the models load.
     listener = Listener(address, "AF_UNIX", authkey=authkey)
     server = _Server(settings)
     threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
     threading.Thread(target=server.finish, daemon=True).start()
     server.run()
+
+
+def _exit_with(coordinator: int, folder: str) -> None:
+    """Go when the coordinator has gone (kill -9 runs no clean-up): GPU memory is not left held."""
+    while os.getppid() == coordinator:
+        time.sleep(0.5)
+    shutil.rmtree(folder, ignore_errors=True)
+    os._exit(0)
 
 
 # -- the coordinator's side ---------------------------------------------------------------------
@@ -424,8 +433,8 @@ class GpuWorker:
         if os.path.exists(self.address):
             os.unlink(self.address)
         context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=server_main, args=(self.address, self.authkey, self.settings),
-                                       daemon=True, name="muscat-gpu")
+        self.process = context.Process(target=server_main, daemon=True, name="muscat-gpu",
+                                       args=(self.address, self.authkey, self.settings, os.getpid()))
         self.process.start()
 
     def keep_alive(self) -> bool:

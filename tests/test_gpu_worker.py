@@ -145,6 +145,38 @@ def test_a_killed_gpu_worker_fails_what_it_held_and_is_started_again(tmp_path, d
         worker.stop()
 
 
+ORPHAN = """
+import sys, time
+sys.path[:0] = {path!r}
+from catalog.config import Settings
+from catalog.gpu_worker import GpuWorker
+if __name__ == "__main__":
+    worker = GpuWorker(Settings(db_path={db!r}, device="cpu"))
+    print(worker.process.pid, worker.folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_gpu_worker_goes_when_its_coordinator_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "coordinator.py"
+    script.write_text(ORPHAN.format(path=sys.path, db=str(tmp_path / "c.duckdb")))
+    coordinator = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pid, folder = coordinator.stdout.readline().split()
+    assert Path(folder).is_dir()
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the GPU worker outlived its coordinator"
+        time.sleep(0.1)
+    assert not Path(folder).exists()
+
+
 def test_extract_through_the_gpu_worker_gives_what_the_workers_alone_give(tmp_path):
     """demucs, drums (on the drums stem), bass_pitch and hpcp (on stems) with the GPU worker on,
     then the same library with the models inside the CPU workers: the same values."""
