@@ -146,12 +146,14 @@ def test_a_killed_gpu_worker_fails_what_it_held_and_is_started_again(tmp_path, d
 
 
 ORPHAN = """
-import sys, time
+import os, sys, time
 sys.path[:0] = {path!r}
 from catalog.config import Settings
 from catalog.gpu_worker import GpuWorker
 if __name__ == "__main__":
     worker = GpuWorker(Settings(db_path={db!r}, device="cpu"))
+    while not os.path.exists(worker.address):  # up and listening
+        time.sleep(0.05)
     print(worker.process.pid, worker.folder, flush=True)
     time.sleep(600)
 """
