@@ -120,8 +120,12 @@ class GpuClient:
                     yield self._outputs(*in_flight.popleft())
             while in_flight:
                 yield self._outputs(*in_flight.popleft())
-        finally:  # abandoned half way (finish failed): answers still due are collected and freed
-            for request_id, part in in_flight:
+        finally:  # abandoned half way (an error): answers still due are collected, memory freed
+            while in_flight:
+                request_id, part = in_flight.popleft()
+                if self.conn is None:  # lost: nothing will answer
+                    _release(part)
+                    continue
                 try:
                     self._outputs(request_id, part)
                 except (GpuError, GpuWorkerLost):
@@ -196,8 +200,7 @@ class _Request:
     items: Any  # torch tensor [N, ...] in host memory
     taken: int = 0  # items handed to a batch
     done: int = 0  # items whose outputs are back
-    outputs: np.ndarray | None = None
-    output_part: tuple | None = None
+    outputs: np.ndarray | None = None  # filled by the finisher thread only
     failed: bool = False
 
 
@@ -232,10 +235,17 @@ class _Server:
         while True:
             try:
                 message = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # that CPU worker is gone: its requests with it
+                with self.ready:
+                    for request in [r for r in self.waiting if r.reply is reply]:
+                        request.failed = True
+                        self.waiting.remove(request)
                 return
             kind, request_id = message[0], message[1]
             try:
+                if kind in ("info", "forward") and message[2] not in self.cache.modules:
+                    raise LookupError(f"the GPU worker holds no model for {message[2]!r} (held: "
+                                      f"{', '.join(sorted(self.cache.modules)) or 'none'})")
                 if kind == "info":
                     _send(reply, ("info", request_id, self.cache.get(message[2])[1]))
                 elif kind == "stats":
@@ -325,10 +335,6 @@ class _Server:
         for request in {r for r, _, _ in batch}:
             if not request.failed:
                 request.failed = True
-                request.outputs = None
-                if request.output_part is not None and request.output_part[0] == "shm":
-                    request.output_part[4].close()
-                    request.output_part[4].unlink()
                 _send(request.reply, ("error", request.request_id, reason))
 
     def finish(self) -> None:
@@ -343,31 +349,14 @@ class _Server:
             for request, start, n in batch:
                 if not request.failed:
                     if request.outputs is None:
-                        request.outputs, request.output_part = _output_buffer((len(request.items), *host.shape[1:]))
+                        request.outputs = np.empty((len(request.items), *host.shape[1:]), np.float32)
                     request.outputs[start : start + n] = host[position : position + n]
                     request.done += n
                     if request.done == len(request.items):
-                        self._answer(request)
+                        part, request.outputs = pack(request.outputs), None
+                        if not _send(request.reply, ("done", request.request_id, part)):
+                            _release(part)  # nobody to read it
                 position += n
-
-    def _answer(self, request: _Request) -> None:
-        part = request.output_part
-        if part[0] == "inline":
-            part = ("inline", request.outputs)
-        request.outputs = None  # the view into shared memory goes before the mapping closes
-        if part[0] == "shm":
-            part[4].close()
-            part = part[:4]
-        _send(request.reply, ("done", request.request_id, part))
-
-
-def _output_buffer(shape: tuple) -> tuple[np.ndarray, tuple]:
-    """Where a request's outputs are written: shared memory when there is room."""
-    nbytes = int(np.prod(shape)) * 4
-    if nbytes and _shm_room() > 2 * nbytes:
-        shm = SharedMemory(create=True, size=nbytes)
-        return np.ndarray(shape, np.float32, shm.buf), ("shm", shm.name, shape, "<f4", shm)
-    return np.empty(shape, np.float32), ("inline",)
 
 
 def unpack_keep(part: tuple) -> np.ndarray:
@@ -382,13 +371,15 @@ def unpack_keep(part: tuple) -> np.ndarray:
         shm.close()
 
 
-def _send(reply: Any, message: tuple) -> None:
+def _send(reply: Any, message: tuple) -> bool:
+    """Whether the message went (False: that CPU worker is gone)."""
     conn, lock = reply
     with lock:
         try:
             conn.send(message)
+            return True
         except OSError:
-            pass  # that CPU worker is gone
+            return False
 
 
 def server_main(address: str, authkey: bytes, settings: Settings, coordinator: int) -> None:

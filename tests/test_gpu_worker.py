@@ -18,7 +18,8 @@ from models import adtof_checkpoint, tiny_demucs_repo
 
 import catalog
 from catalog.config import Settings
-from catalog.gpu_worker import GpuClient, GpuError, GpuWorker, GpuWorkerLost
+from catalog.gpu_worker import GpuClient, GpuError, GpuWorker, GpuWorkerLost, pack
+from catalog.gpu_worker import _release as release
 
 # A staged extractor whose "model" doubles its items, slowly if asked, and fails on request.
 DOUBLER = '''
@@ -77,6 +78,10 @@ def doubler(tmp_path, monkeypatch):
     return folder
 
 
+def shared_memory() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+
 def gpu_worker(tmp_path, batch: int, **doubler) -> GpuWorker:
     settings = Settings(db_path=tmp_path / "c.duckdb", device="cpu", gpu_batch=batch,
                         extractors={"doubler": doubler})
@@ -84,6 +89,7 @@ def gpu_worker(tmp_path, batch: int, **doubler) -> GpuWorker:
 
 
 def test_items_of_several_workers_share_forward_passes_and_come_back_to_their_sender(tmp_path, doubler):
+    before = shared_memory()
     worker = gpu_worker(tmp_path, batch=8, delay=0.3)
     try:
         clients = [GpuClient(*worker.connection) for _ in range(3)]
@@ -107,9 +113,11 @@ def test_items_of_several_workers_share_forward_passes_and_come_back_to_their_se
     finally:
         worker.stop()
     assert not Path(worker.folder).exists()
+    assert shared_memory() == before  # every block of items and outputs removed
 
 
 def test_out_of_memory_halves_the_batch_and_a_failing_request_fails_alone(tmp_path, doubler):
+    before = shared_memory()
     worker = gpu_worker(tmp_path, batch=8, oom_above=2)
     try:
         client = GpuClient(*worker.connection)
@@ -119,11 +127,18 @@ def test_out_of_memory_halves_the_batch_and_a_failing_request_fails_alone(tmp_pa
         assert stats["out_of_memory"] >= 2 and stats["batch_size"] == 2
         with pytest.raises(GpuError, match="negative items are refused"):
             list(client.forward("doubler", -items))
-        with pytest.raises(GpuError, match="KeyError"):  # not a staged extractor it holds
+        with pytest.raises(GpuError, match="holds no model for 'nothing'"):
             client.info("nothing")
         np.testing.assert_array_equal(np.concatenate(list(client.forward("doubler", items))), items * 2)
+        # A CPU worker that goes mid-request (a crash) leaves the others served.
+        gone, part = GpuClient(*worker.connection), pack(np.ones((3, 2), np.float32))
+        gone._send("forward", "doubler", part)
+        gone.conn.close()
+        np.testing.assert_array_equal(np.concatenate(list(client.forward("doubler", items))), items * 2)
+        release(part)  # a crashed worker's own block goes when the coordinator's resource tracker does
     finally:
         worker.stop()
+    assert shared_memory() == before
 
 
 def test_a_killed_gpu_worker_fails_what_it_held_and_is_started_again(tmp_path, doubler):
