@@ -252,6 +252,9 @@ class _Server:
                     _send(reply, ("stats", request_id, self.stats()))
                 elif kind == "forward":
                     items = torch.from_numpy(unpack_keep(message[3]))
+                    if not len(items):
+                        _send(reply, ("done", request_id, ("inline", np.zeros((0,), np.float32))))
+                        continue
                     if self.device.startswith("cuda"):
                         items = items.pin_memory()  # copied to the device without a stop
                     request = _Request(reply, request_id, message[2], items)
@@ -274,17 +277,23 @@ class _Server:
         while True:
             batch = self._next_batch()
             name = batch[0][0].name
+            out_of_memory = False
             try:
                 model = self.cache.get(name)[0]
                 module = self.cache.modules[name][0]
-                inputs = torch.cat([r.items[start : start + n] for r, start, n in batch]).to(self.device, non_blocking=True)
+                # Each slice copied from pinned memory on its own (a cat on the host would not be pinned).
+                inputs = torch.cat([r.items[start : start + n].to(self.device, non_blocking=True)
+                                    for r, start, n in batch])
                 with torch.inference_mode():
                     outputs = module.forward(model, inputs)
             except torch.cuda.OutOfMemoryError:
-                self._retry_smaller(batch)
-                continue
+                out_of_memory = True  # handled below, once the exception has let go of its tensors
             except Exception as exc:  # noqa: BLE001
                 self._fail(batch, f"{type(exc).__name__}: {exc}")
+                continue
+            if out_of_memory:
+                inputs = outputs = None
+                self._retry_smaller(batch)
                 continue
             self.counts["batches"] += 1
             self.counts["items"] += sum(n for _, _, n in batch)
