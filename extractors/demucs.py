@@ -13,7 +13,9 @@ leaves a half stem that counts. They are written with soundfile (Demucs' own FLA
 ffmpeg binary), OGG in blocks (libvorbis crashes on long single writes).
 
 It runs in stages (catalog/model_stage.py) so that the GPU worker can batch windows of many
-files: `prepare` cuts the track exactly where demucs.apply.apply_model does, `forward` runs the
+files: `prepare` cuts the track exactly where demucs.apply.apply_model does (for HTDemucs, whose
+windows all have its training length; older models get every window at a full segment's valid
+length, so their last window differs slightly from apply_model's), `forward` runs the
 model (or the bag, each member weighted per source) on a batch of windows, `finish` adds the
 windows up with demucs' triangular weights. With shifts, the random offsets are drawn from the
 audio's id (the same audio gives the same stems) and shared by a bag's members (apply_model
@@ -222,7 +224,8 @@ def forward(model, batch):  # type: ignore[no-untyped-def]
 
 
 def cuts(length: int, info: dict, overlap: float, shifts: list[int]) -> list[tuple[int, int, int, int]]:
-    """Where demucs.apply.apply_model cuts a track of `length` samples, as (shift, origin, offset, size).
+    """Where demucs.apply.apply_model cuts a track of `length` samples, as (shift index, origin,
+    offset, size) per window.
 
     Without shifts the track is cut as it is; with shifts, for each shift `s` (0 .. max_shift) the
     track read from `s - max_shift` (zeros before it). Segments of `segment_length` start every

@@ -191,6 +191,15 @@ def test_wrong_type_in_config_is_exit_2_naming_the_key(tmp_path, value):
     assert "'workers' must be an integer" in result.stderr and "muscat.toml" in result.stderr
 
 
+@pytest.mark.parametrize("line,message", [("gpu_worker = 'yes'", "'gpu_worker' must be true or false"),
+                                          ("gpu_batch = 0", "'gpu_batch' must be at least 1"),
+                                          ("gpu_batch = true", "'gpu_batch' must be an integer")])
+def test_gpu_worker_settings_are_checked(tmp_path, line, message):
+    (tmp_path / "muscat.toml").write_text(line + "\n")
+    result = run_muscat("status", db=tmp_path / "cat.duckdb")
+    assert result.returncode == 2 and message in result.stderr
+
+
 def test_unknown_config_key_is_exit_2_naming_it(tmp_path):
     (tmp_path / "muscat.toml").write_text("wrokers = 2\n")
     result = run_muscat("status", db=tmp_path / "cat.duckdb")
