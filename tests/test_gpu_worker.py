@@ -38,7 +38,9 @@ def model_info(model):
 
 
 def prepare(audio, params, info):
-    return audio.mono()[None], None
+    import numpy as np
+
+    return np.abs(audio.mono())[None], None
 
 
 def forward(model, batch):
@@ -237,3 +239,36 @@ def test_extract_through_the_gpu_worker_gives_what_the_workers_alone_give(tmp_pa
         if not feature.endswith(("_onsets", "_rate")):
             assert value == pytest.approx(values["off"][path, feature], rel=1e-3, abs=1e-4), (path, feature)
     shutil.rmtree(tmp_path / "off")
+
+
+def test_files_whose_models_were_in_a_killed_gpu_worker_fail_readably_and_the_rest_goes_on(tmp_path, doubler):
+    from catalog.config import load_settings
+    from catalog.extraction import Engine
+
+    root = tmp_path / "Music"
+    for i in range(6):
+        write(root / f"{i}.wav", chord_progression(seconds_each=0.2 + 0.01 * i))
+    db = tmp_path / "c.duckdb"
+    (tmp_path / "muscat.toml").write_text("gpu_worker = true\n[extractors.doubler]\ndelay = 0.4\n")
+    assert run_muscat("scan", str(root), db=db).returncode == 0
+    settings = load_settings(db)
+    settings.device = "cpu"
+    database = catalog.Database(db)
+    engine = Engine(database, settings, only=["doubler"])
+    engine.start_workers(2)
+    engine.plan()
+    killed = False
+    while not engine.idle:
+        engine.step(timeout=0.1)
+        if not killed and any(w.running == "doubler" for w in engine.workers):
+            engine.gpu.process.kill()  # mid-request: its first files are lost with it
+            killed = True
+    restarts = engine.gpu.restarts
+    engine.stop()
+    report = engine.report
+    assert killed and restarts == 1, report.failures
+    assert report.failed >= 1 and report.ok >= 1 and report.ok + report.failed == 6, report.failures
+    assert all("the GPU worker stopped" in error for _, _, error in report.failures)
+    database.close()
+    again = run_muscat("extract", "--only", "doubler", "--retry-failed", "--json", "--device", "cpu", db=db)
+    assert again.returncode == 0 and json.loads(again.stdout)["ok"] == report.failed
