@@ -231,7 +231,7 @@ def cuts(length: int, info: dict, overlap: float, shifts: list[int]) -> list[tup
     track read from `s - max_shift` (zeros before it). Segments of `segment_length` start every
     `stride` samples from that origin (`offset`, `size` valid samples); each is fed to the model as
     a window of `window_length` centred on it, with context from the track and zeros beyond."""
-    segment, window = info["segment_length"], info["window_length"]
+    segment = info["segment_length"]
     stride = int((1 - overlap) * segment)
     max_shift = int(0.5 * info["samplerate"])
     plan = []
@@ -285,19 +285,19 @@ def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
     weight /= weight.max()
     total = np.zeros((len(info["sources"]), info["channels"], length), np.float32)
     shift_sum = shift_weight = None
-    current = None
+    current, shift_origin = None, 0
     for (index, origin, offset, size), out in zip(state["plan"], _items(outputs)):
         if index != current:  # a new shift: what the last one summed goes into the total
             if current is not None:
-                total += _normalised(shift_sum, shift_weight, origin_of)
-            current, origin_of = index, origin
+                total += _normalised(shift_sum, shift_weight, shift_origin)
+            current, shift_origin = index, origin
             shift_sum = np.zeros((*total.shape[:2], length - origin), np.float32)
             shift_weight = np.zeros(length - origin, np.float32)
         trim = (window - size) // 2
         shift_sum[..., offset : offset + size] += weight[:size] * out[..., trim : trim + size]
         shift_weight[offset : offset + size] += weight[:size]
     if current is not None:
-        total += _normalised(shift_sum, shift_weight, origin_of)
+        total += _normalised(shift_sum, shift_weight, shift_origin)
     stems = total / state["shifts"] * state["std"] + state["mean"]
     arrays = {name: np.ascontiguousarray(stems[info["sources"].index(name)].T) for name in STEMS}
     return _write_stems(audio, params, arrays, info["samplerate"])
