@@ -4,7 +4,7 @@ Checks, each a Finding with a fix a person can act on:
 - catalogue: it opens, its schema is current, the invariants of catalog/integrity.py hold,
   recorded artifacts are on disk whole, no leftover temporary files of interrupted writes;
 - decoders: libsndfile (with MP3) and Essentia's FFmpeg loader (M4A/AAC);
-- devices: the configured --device exists;
+- devices: the configured --device exists; room in /dev/shm for the GPU worker's transfers;
 - models: every switched-on extractor can run (weights and model folders in place);
 - watching: inotify limits against the number of folders in the catalogue;
 - disk: free space where the catalogue and the artifacts live.
@@ -140,7 +140,24 @@ def _devices(settings: Settings) -> list[Finding]:
                                     "use --device auto (a GPU when there is one) or --device cpu"))
     elif requested == "auto" and not gpus:
         findings.append(Finding("devices", True, "--device auto runs model-based extractors on the CPU here (slow)"))
+    if gpus or settings.gpu_worker:
+        findings.append(_shared_memory())
     return findings
+
+
+# Below this, the GPU worker's windows and stems travel pickled through its socket instead.
+LOW_SHM_BYTES = 1024**3
+
+
+def _shared_memory() -> Finding:
+    from .gpu_worker import shm_room
+
+    room = shm_room()
+    if room < LOW_SHM_BYTES:
+        return Finding("devices", False, f"only {room / 1024**2:.0f} MiB free in /dev/shm: the GPU worker's "
+                       "transfers fall back to slower pickles through its socket",
+                       "give /dev/shm more room (in a container: docker run --shm-size=8g)")
+    return Finding("devices", True, f"{room / 1024**3:.0f} GiB free in /dev/shm for the GPU worker's transfers")
 
 
 def _models(settings: Settings) -> list[Finding]:

@@ -57,7 +57,7 @@ class GpuWorkerLost(RuntimeError):
 
 def pack(array: np.ndarray) -> tuple:
     """An array as a message part: in shared memory when /dev/shm has room, else inline."""
-    if array.nbytes and _shm_room() > 2 * array.nbytes:
+    if array.nbytes and shm_room() > 2 * array.nbytes:
         shm = SharedMemory(create=True, size=array.nbytes)
         np.ndarray(array.shape, array.dtype, shm.buf)[...] = array
         shm.close()
@@ -78,7 +78,7 @@ def unpack(part: tuple) -> np.ndarray:
         shm.unlink()
 
 
-def _shm_room() -> int:
+def shm_room() -> int:
     try:
         st = os.statvfs("/dev/shm")
     except OSError:

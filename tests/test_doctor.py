@@ -76,3 +76,16 @@ def test_unrunnable_extractor_and_missing_catalogue_are_explained(tmp_path):
     assert any("there is no catalogue" in w for w in what)
     drums = [w for w in what if w.startswith("drums cannot run")]
     assert drums and "does not exist" in drums[0] and "[extractors.drums]" in what[drums[0]]
+
+
+def test_a_small_dev_shm_is_named_when_the_gpu_worker_would_use_it(monkeypatch, tmp_path):
+    from catalog import doctor, gpu_worker
+    from catalog.config import Settings
+
+    settings = Settings(db_path=tmp_path / "c.duckdb", device="cpu", gpu_worker=True)
+    monkeypatch.setattr(gpu_worker, "shm_room", lambda: 64 * 1024**2)  # Docker's default
+    finding = [f for f in doctor._devices(settings) if "/dev/shm" in f.what]
+    assert len(finding) == 1 and not finding[0].ok and "64 MiB" in finding[0].what
+    assert "--shm-size" in finding[0].fix
+    monkeypatch.setattr(gpu_worker, "shm_room", lambda: 24 * 1024**3)
+    assert [f.ok for f in doctor._devices(settings) if "/dev/shm" in f.what] == [True]
