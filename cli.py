@@ -135,7 +135,9 @@ def scan(obj: Context, paths: tuple[str, ...], as_json: bool, allow_empty: bool)
 @click.option("--full-rescan", type=click.FloatRange(min=1), default=3600.0, show_default=True, metavar="SECONDS",
               help="How often every root is rescanned whole, whatever the events said.")
 @click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
-@click.option("--device", default="auto", show_default=True, metavar="DEVICE", help="Where GPU extractors run.")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+              help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run (several, comma-separated: a "
+                   "GPU worker on each).")
 @click.pass_obj
 def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float, poll: bool,
           poll_interval: float, full_rescan: float, workers: int | None, device: str) -> None:
@@ -283,13 +285,21 @@ def sql(obj: Context, query: str, fmt: str) -> None:
 
 
 def _device_option(value: str) -> str:
-    """`auto`, `cpu`, or a torch device that must exist here."""
+    """`auto`, `cpu`, or torch devices that must exist here (several: separated by commas)."""
+    devices = [device.strip() for device in value.split(",")]
+    if len(devices) > 1 and "auto" in devices:
+        raise click.BadParameter("auto stands alone; name the devices to use several (cuda:0,cuda:1)")
+    return ",".join(_one_device(device) for device in devices)
+
+
+def _one_device(value: str) -> str:
     if value in ("auto", "cpu"):
         return value
     import re
 
     if not re.fullmatch(r"(cuda|mps|xpu)(:\d+)?", value):
-        raise click.BadParameter(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps)")
+        raise click.BadParameter(f"'{value}' is not a device (auto, cpu, cuda, cuda:N, mps, or several "
+                                 "separated by commas)")
     import torch
 
     kind, _, index = value.partition(":")
@@ -303,7 +313,8 @@ def _device_option(value: str) -> str:
 @main.command()
 @click.option("--only", metavar="NAME[,NAME]", help="Run only these extractors (files are probed first anyway).")
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
-              help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run.")
+              help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run (several, comma-separated: a "
+                   "GPU worker on each).")
 @click.option("--workers", type=click.IntRange(min=1), help="CPU worker processes (default: workers in muscat.toml, else the number of cores).")
 @click.option("--retry-failed", is_flag=True, help="Also retry runs that failed before.")
 @click.option("--stale", is_flag=True, help="Also recompute stale results (see `muscat reindex`).")

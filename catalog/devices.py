@@ -1,4 +1,5 @@
-"""Where GPU extractors run: `--device auto|cpu|cuda|cuda:N|...`.
+"""Where GPU extractors run: `--device auto|cpu|cuda|cuda:N|...`, or several devices separated by
+commas (`cuda:0,cuda:1`): one GPU worker per device, the CPU workers shared out among them.
 
 torch is imported only here and only when a GPU extractor runs. On ROCm (HIP) builds of torch,
 two settings that the original pipeline learnt the hard way are put in place before torch
@@ -27,6 +28,11 @@ def prepare_environment() -> None:
     if is_rocm_build():
         for key, value in ROCM_DEFAULTS.items():
             os.environ.setdefault(key, value)
+
+
+def split(requested: str) -> list[str]:
+    """The devices of a `--device` value, in order."""
+    return [device.strip() for device in requested.split(",") if device.strip()] or ["auto"]
 
 
 def resolve(requested: str) -> str:

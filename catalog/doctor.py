@@ -121,7 +121,7 @@ def _decoders() -> list[Finding]:
 
 
 def _devices(settings: Settings) -> list[Finding]:
-    from .devices import prepare_environment
+    from .devices import prepare_environment, split
 
     prepare_environment()
     try:
@@ -132,13 +132,13 @@ def _devices(settings: Settings) -> list[Finding]:
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(gpus)) or "none"
     findings = [Finding("devices", True, f"torch {torch.__version__}; GPUs: {names}")]
     requested = settings.device
-    if requested.startswith("cuda"):
-        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
-        if index >= gpus:
-            findings.append(Finding("devices", False, f"device {requested} is configured but this machine has "
+    for device in split(requested):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if device.startswith("cuda") and index >= gpus:
+            findings.append(Finding("devices", False, f"device {device} is configured but this machine has "
                                     f"{gpus} GPU{'s' if gpus != 1 else ''}",
                                     "use --device auto (a GPU when there is one) or --device cpu"))
-    elif requested == "auto" and not gpus:
+    if requested == "auto" and not gpus:
         findings.append(Finding("devices", True, "--device auto runs model-based extractors on the CPU here (slow)"))
     if gpus or settings.gpu_worker:
         findings.append(_shared_memory())

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Settings
 from .database import utc_now
+from .devices import split
 from .errors import MuscatError
 from .extractor import LoadedExtractor
 from .registry import PROBE, load_extractors
@@ -264,21 +265,24 @@ class Engine:
         from .gpu_worker import wanted  # numpy: not for commands that never extract
 
         self.use_gpu_worker = wanted(settings, self.extractors)
-        self.gpu: GpuWorker | None = None
+        self.gpus: list[GpuWorker] = []  # one per device of --device
 
     # -- the pool --------------------------------------------------------------------------
 
     def start_workers(self, size: int) -> None:
         self.size = max(1, size)
-        if self.use_gpu_worker and self.gpu is None:
+        if self.use_gpu_worker and not self.gpus:
             from .gpu_worker import GpuWorker
 
-            self.gpu = GpuWorker(self.settings)
+            self.gpus = [GpuWorker(replace(self.settings, device=device)) for device in split(self.settings.device)]
         while len(self.workers) < self.size:
-            self.workers.append(self._new_worker())
+            self.workers.append(self._new_worker(len(self.workers)))
 
-    def _new_worker(self) -> Worker:
-        return Worker(self.settings, self.gpu.connection if self.gpu else None)
+    def _new_worker(self, index: int) -> Worker:
+        """The index-th CPU worker: with several devices, each serves its share of the workers."""
+        devices = split(self.settings.device)
+        settings = replace(self.settings, device=devices[index % len(devices)])
+        return Worker(settings, self.gpus[index % len(self.gpus)].connection if self.gpus else None)
 
     def trim_workers(self) -> None:
         """Stop workers beyond the number of jobs (a short run needs no full pool)."""
@@ -293,10 +297,13 @@ class Engine:
         for worker in self.workers:
             worker.kill()
         self.workers = []
-        if self.gpu is not None:
-            self.report.gpu = self.gpu.stats()
-            self.gpu.stop()
-            self.gpu = None
+        if self.gpus:
+            from .gpu_worker import merged_stats
+
+            self.report.gpu = merged_stats([gpu.stats() for gpu in self.gpus])
+            for gpu in self.gpus:
+                gpu.stop()
+            self.gpus = []
         self.writer.close()
 
     @property
@@ -340,8 +347,8 @@ class Engine:
     def step(self, timeout: float) -> None:
         if not self.workers and self.queue:
             self.start_workers(self.size or self.settings.workers)
-        if self.gpu is not None:
-            self.gpu.keep_alive()  # what it held fails in the CPU workers that asked for it
+        for gpu in self.gpus:
+            gpu.keep_alive()  # what it held fails in the CPU workers that asked for it
         for worker in self.workers:
             if worker.job is None:
                 self._feed(worker)
@@ -478,7 +485,8 @@ class Engine:
             self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, "failed", now, 0.0,
                                     None, error=f"{reason} while running {name}"))
             self._count("failed", job, name, reason)
-        replacement = self._new_worker()
-        self.workers[self.workers.index(worker)] = replacement
+        index = self.workers.index(worker)
+        replacement = self._new_worker(index)
+        self.workers[index] = replacement
         replacement.job = job
         self._finish_job(replacement)

@@ -465,16 +465,29 @@ class GpuWorker:
 
 
 def wanted(settings: Settings, extractors: list[Any]) -> bool:
-    """Whether a run with these extractors gets a GPU worker: `gpu_worker` in muscat.toml, else
-    whenever a staged GPU extractor runs and the device is a GPU."""
+    """Whether a run with these extractors gets GPU workers: `gpu_worker` in muscat.toml, else
+    whenever a staged GPU extractor runs and a device is a GPU."""
+    from .devices import split
     from .model_stage import is_staged
 
     if not any(e.device == "gpu" and is_staged(e.module) for e in extractors):
         return False
     if settings.gpu_worker is not None:
         return settings.gpu_worker
-    if settings.device == "cpu":
+    devices = split(settings.device)
+    if all(device == "cpu" for device in devices):
         return False
     from .devices import resolve
 
-    return resolve(settings.device) != "cpu"
+    return any(resolve(device) != "cpu" for device in devices)
+
+
+def merged_stats(stats: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The work of several GPU workers as one summary, each one's own under `per_device`."""
+    answered = [s for s in stats if s is not None]
+    summary: dict[str, Any] = {key: sum(s[key] for s in answered)
+                               for key in ("batches", "items", "shared_batches", "requests", "out_of_memory")}
+    summary["device"] = ",".join(s["device"] for s in answered)
+    summary["batch_size"] = min((s["batch_size"] for s in answered), default=0)
+    summary["per_device"] = answered
+    return summary

@@ -89,3 +89,12 @@ def test_a_small_dev_shm_is_named_when_the_gpu_worker_would_use_it(monkeypatch, 
     assert "--shm-size" in finding[0].fix
     monkeypatch.setattr(gpu_worker, "shm_room", lambda: 24 * 1024**3)
     assert [f.ok for f in doctor._devices(settings) if "/dev/shm" in f.what] == [True]
+
+
+def test_each_of_several_devices_is_checked(tmp_path):
+    from catalog import doctor
+    from catalog.config import Settings
+
+    findings = doctor._devices(Settings(db_path=tmp_path / "c.duckdb", device="cpu,cuda:5,cuda:6"))
+    missing = [f.what for f in findings if not f.ok and "is configured" in f.what]
+    assert [m.split()[1] for m in missing] == ["cuda:5", "cuda:6"]

@@ -193,6 +193,10 @@ def test_unavailable_device_is_exit_2(tmp_path):
     result = run_muscat("extract", "--device", "cuda:7", db=tmp_path / "c.duckdb")
     assert result.returncode == 2 and "not available" in result.stderr
     assert run_muscat("extract", "--device", "tpu", db=tmp_path / "c.duckdb").returncode == 2
+    several = run_muscat("extract", "--device", "cpu,cuda:7", db=tmp_path / "c.duckdb")  # each one is checked
+    assert several.returncode == 2 and "'cuda:7' is not available" in several.stderr
+    alone = run_muscat("extract", "--device", "auto,cpu", db=tmp_path / "c.duckdb")
+    assert alone.returncode == 2 and "auto stands alone" in alone.stderr
 
 
 def test_too_long_files_fail_clearly_and_retry_failed(tmp_path):

@@ -197,8 +197,8 @@ def test_the_gpu_worker_goes_when_its_coordinator_is_killed(tmp_path):
 
 
 def test_extract_through_the_gpu_worker_gives_what_the_workers_alone_give(tmp_path):
-    """demucs, drums (on the drums stem), bass_pitch and hpcp (on stems) with the GPU worker on,
-    then the same library with the models inside the CPU workers: the same values."""
+    """demucs, drums (on the drums stem), bass_pitch and hpcp (on stems) with GPU workers on two
+    devices, then the same library with the models inside the CPU workers: the same values."""
     repo = tiny_demucs_repo(tmp_path / "models")
     weights = adtof_checkpoint(tmp_path / "adtof.pth")
     root = tmp_path / "Music"
@@ -214,13 +214,15 @@ def test_extract_through_the_gpu_worker_gives_what_the_workers_alone_give(tmp_pa
             f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny_bag"\nshifts = 1\nformat = "wav"\n'
             f'[extractors.drums]\nweights = "{weights}"\n')
         assert run_muscat("scan", str(root), db=db).returncode == 0
+        # On: two GPU workers (two devices; both the CPU here), each CPU worker fed by one of them.
         result = run_muscat("extract", "--only", "demucs,drums,bass_pitch,hpcp", "--workers", "2", "--json",
-                            "--device", "cpu", db=db)
+                            "--device", "cpu,cpu" if mode == "on" else "cpu", db=db)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["failed"] == 0 and report["ok"] == 12
         if mode == "on":
-            assert report["gpu"]["items"] > report["gpu"]["batches"] > 0 and report["gpu"]["device"] == "cpu"
+            assert report["gpu"]["items"] > report["gpu"]["batches"] > 0 and report["gpu"]["device"] == "cpu,cpu"
+            assert [each["items"] > 0 for each in report["gpu"]["per_device"]] == [True, True]
         else:
             assert "gpu" not in report
         con = catalog.Database(db)
@@ -261,9 +263,9 @@ def test_files_whose_models_were_in_a_killed_gpu_worker_fail_readably_and_the_re
     while not engine.idle:
         engine.step(timeout=0.1)
         if not killed and any(w.running == "doubler" for w in engine.workers):
-            engine.gpu.process.kill()  # mid-request: its first files are lost with it
+            engine.gpus[0].process.kill()  # mid-request: its first files are lost with it
             killed = True
-    restarts = engine.gpu.restarts
+    restarts = engine.gpus[0].restarts
     engine.stop()
     report = engine.report
     assert killed and restarts == 1, report.failures
