@@ -25,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -55,10 +56,12 @@ class GpuWorkerLost(RuntimeError):
 
 # -- moving arrays between processes ------------------------------------------------------------
 
-def pack(array: np.ndarray) -> tuple:
-    """An array as a message part: in shared memory when /dev/shm has room, else inline."""
+def pack(array: np.ndarray, tag: str) -> tuple:
+    """An array as a message part: in shared memory when /dev/shm has room, else inline.
+
+    Blocks are named `<tag><random>`, the tag naming the coordinator (see `sweep_leftovers`)."""
     if array.nbytes and shm_room() > 2 * array.nbytes:
-        shm = SharedMemory(create=True, size=array.nbytes)
+        shm = SharedMemory(name=f"{tag}{secrets.token_hex(8)}", create=True, size=array.nbytes)
         np.ndarray(array.shape, array.dtype, shm.buf)[...] = array
         shm.close()
         return ("shm", shm.name, array.shape, array.dtype.str)
@@ -91,8 +94,8 @@ def shm_room() -> int:
 class GpuClient:
     """A CPU worker's connection to the GPU worker (a model_stage.Models)."""
 
-    def __init__(self, address: str, authkey: bytes) -> None:
-        self.address, self.authkey = address, authkey
+    def __init__(self, address: str, authkey: bytes, tag: str) -> None:
+        self.address, self.authkey, self.tag = address, authkey, tag
         self.conn: Connection | None = None
         self.infos: dict[str, dict[str, Any]] = {}
         self.replies: dict[int, tuple] = {}
@@ -109,7 +112,7 @@ class GpuClient:
         in_flight: deque[tuple[int, tuple]] = deque()
         try:
             for group in groups:
-                part = pack(group)
+                part = pack(group, self.tag)
                 try:
                     request_id = self._send("forward", name, part)
                 except GpuWorkerLost:
@@ -205,7 +208,7 @@ class _Request:
 
 
 class _Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tag: str) -> None:
         from .devices import resolve
         from .model_stage import ModelCache, is_staged
         from .registry import load_extractors
@@ -213,6 +216,7 @@ class _Server:
         modules = {e.name: (e.module, e.params) for e in load_extractors(settings)
                    if e.runnable and is_staged(e.module)}
         self.device = resolve(settings.device)
+        self.tag = tag
         self.cache = ModelCache(modules, self.device)
         self.batch_size = max(1, settings.gpu_batch)
         self.waiting: deque[_Request] = deque()
@@ -362,7 +366,7 @@ class _Server:
                     request.outputs[start : start + n] = host[position : position + n]
                     request.done += n
                     if request.done == len(request.items):
-                        part, request.outputs = pack(request.outputs), None
+                        part, request.outputs = pack(request.outputs, self.tag), None
                         if not _send(request.reply, ("done", request.request_id, part)):
                             _release(part)  # nobody to read it
                 position += n
@@ -396,7 +400,7 @@ def server_main(address: str, authkey: bytes, settings: Settings, coordinator: i
     threading.Thread(target=_exit_with, args=(coordinator, os.path.dirname(address)), daemon=True).start()
     # Listening first: CPU workers connect (and wait) while torch and the models load.
     listener = Listener(address, "AF_UNIX", authkey=authkey)
-    server = _Server(settings)
+    server = _Server(settings, tag_of(coordinator))
     threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
     threading.Thread(target=server.finish, daemon=True).start()
     server.run()
@@ -417,7 +421,9 @@ class GpuWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.folder = tempfile.mkdtemp(prefix="muscat-gpu-")  # private (0700): the socket lives here
+        sweep_leftovers()
+        # Private (0700): the socket lives here. Named after this process, like the shared memory.
+        self.folder = tempfile.mkdtemp(prefix=f"muscat-gpu-{os.getpid()}-")
         self.address = os.path.join(self.folder, "socket")
         self.authkey = secrets.token_bytes(16)
         self.process: multiprocessing.process.BaseProcess | None = None
@@ -425,9 +431,9 @@ class GpuWorker:
         self.start()
 
     @property
-    def connection(self) -> tuple[str, bytes]:
-        """What a CPU worker needs to reach it."""
-        return self.address, self.authkey
+    def connection(self) -> tuple[str, bytes, str]:
+        """What a CPU worker needs to reach it (GpuClient's arguments)."""
+        return self.address, self.authkey, tag_of(os.getpid())
 
     def start(self) -> None:
         if os.path.exists(self.address):
@@ -462,6 +468,50 @@ class GpuWorker:
         if self.process is not None:
             self.process.join()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def tag_of(coordinator: int) -> str:
+    """The start of the names of a coordinator's shared memory blocks."""
+    return f"muscat-{coordinator}-"
+
+
+def sweep_leftovers() -> int:
+    """Remove shared memory blocks and socket folders of coordinators that are gone: killed -9
+    with their workers, nothing of theirs cleaned up after them. The number removed."""
+    removed = 0
+    for folder, pattern in (("/dev/shm", re.compile(r"muscat-(\d+)-[0-9a-f]+")),
+                            (tempfile.gettempdir(), re.compile(r"muscat-gpu-(\d+)-.+"))):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = pattern.fullmatch(name)
+            if match and not _alive(int(match.group(1))):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    _unlink(path)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def wanted(settings: Settings, extractors: list[Any]) -> bool:

@@ -176,6 +176,10 @@ def extract_campaign(tmp_path: Path, seed: int, trials: int) -> None:
     # hpcp read the stems everywhere: a kill between demucs and hpcp did not leave a mix result.
     assert rows(database, "SELECT DISTINCT input LIKE 'demucs:%' FROM runs WHERE extractor = 'hpcp'") == [(True,)]
     assert rows(database, "SELECT count(*) FROM artifacts") == [(files * 4,)]
+    if seed % 2 == 0:  # the last run's GPU worker swept what the killed ones left in /dev/shm and /tmp
+        from catalog.gpu_worker import sweep_leftovers
+
+        assert sweep_leftovers() == 0
 
 
 @pytest.mark.parametrize("seed", [2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -81,7 +82,7 @@ def doubler(tmp_path, monkeypatch):
 
 
 def shared_memory() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+    return {p.name for p in Path("/dev/shm").glob("muscat-*")}
 
 
 def gpu_worker(tmp_path, batch: int, **doubler) -> GpuWorker:
@@ -133,7 +134,8 @@ def test_out_of_memory_halves_the_batch_and_a_failing_request_fails_alone(tmp_pa
             client.info("nothing")
         np.testing.assert_array_equal(np.concatenate(list(client.forward("doubler", items))), items * 2)
         # A CPU worker that goes mid-request (a crash) leaves the others served.
-        gone, part = GpuClient(*worker.connection), pack(np.ones((3, 2), np.float32))
+        gone = GpuClient(*worker.connection)
+        part = pack(np.ones((3, 2), np.float32), gone.tag)
         gone._send("forward", "doubler", part)
         gone.conn.close()
         np.testing.assert_array_equal(np.concatenate(list(client.forward("doubler", items))), items * 2)
@@ -194,6 +196,31 @@ def test_the_gpu_worker_goes_when_its_coordinator_is_killed(tmp_path):
         assert time.monotonic() < deadline, "the GPU worker outlived its coordinator"
         time.sleep(0.1)
     assert not Path(folder).exists()
+
+
+def test_leftovers_of_coordinators_killed_with_their_workers_are_swept(tmp_path):
+    import subprocess
+    import sys
+    import tempfile
+
+    from catalog.gpu_worker import sweep_leftovers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    live = str(os.getpid())
+    made = [Path("/dev/shm") / f"muscat-{gone}-0123abcd", Path("/dev/shm") / f"muscat-{live}-0123abcd",
+            Path(tempfile.gettempdir()) / f"muscat-gpu-{gone}-x1", Path(tempfile.gettempdir()) / f"muscat-gpu-{live}-x1"]
+    made[0].write_bytes(b"0" * 64)
+    made[1].write_bytes(b"0" * 64)
+    made[2].mkdir()
+    (made[2] / "socket").write_text("")
+    made[3].mkdir()
+    try:
+        assert sweep_leftovers() >= 2
+        assert [p.exists() for p in made] == [False, True, False, True]
+    finally:
+        made[1].unlink()
+        made[3].rmdir()
 
 
 def test_extract_through_the_gpu_worker_gives_what_the_workers_alone_give(tmp_path):
