@@ -1,5 +1,5 @@
-"""The GPU worker: one process that holds the models of staged extractors (catalog/model_stage.py)
-on the device and runs them on batches of items from many files at once.
+"""The GPU worker: one process per device that holds the models of staged extractors
+(catalog/model_stage.py) and runs them on batches of items from many files at once.
 
 CPU workers decode a file, `prepare` its items (demucs: windows of the track), hand them here and
 `finish` when the outputs come back (overlap-add, encoding, writing stems): decoding and writing
@@ -18,6 +18,8 @@ where /dev/shm has no room they travel pickled through the socket instead. Insid
 
 A CUDA out-of-memory error halves the batch size and tries again; any other error fails the
 requests of that batch (their files' results fail with the message), and the worker goes on.
+It exits by itself when its coordinator is gone; what a kill -9 of everything leaves (shared
+memory, the socket's folder: both named after the coordinator's pid) the next one sweeps away.
 """
 
 from __future__ import annotations
