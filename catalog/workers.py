@@ -2,7 +2,8 @@
 
 Essentia is single-threaded, so there is one process per core. Workers are started with
 `spawn` (the coordinator runs DuckDB's threads, which `fork` would copy mid-flight) and ignore
-SIGINT: the coordinator decides what an interruption means.
+SIGINT: the coordinator decides what an interruption means. Model-based (staged) extractors send
+their items to the GPU worker when the run has one (`gpu`: how to reach it) and finish here.
 
 The conversation for one job, over the worker's own pipe:
 
@@ -51,7 +52,7 @@ class Job:
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes] | None = None) -> None:
+def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes, str] | None = None) -> None:
     os.environ.update(SINGLE_THREADED)  # before numpy is imported in this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Decoders (libmpg123, FFmpeg) print notes about odd files straight to fd 2; every error
@@ -197,7 +198,7 @@ def upstream_first(names: Any, extractors: dict[str, Any]) -> list[str]:
 class Worker:
     """One worker process and the coordinator's end of its pipe."""
 
-    def __init__(self, settings: Settings, gpu: tuple[str, bytes] | None = None) -> None:
+    def __init__(self, settings: Settings, gpu: tuple[str, bytes, str] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process = context.Process(target=worker_main, args=(child, settings, gpu), daemon=True)
