@@ -41,6 +41,9 @@ class Settings:
     # Items per forward pass in the GPU worker (demucs: windows of a segment, 7.8 s for htdemucs);
     # halved by itself when the device runs out of memory.
     gpu_batch: int = 16
+    # Seconds the GPU worker may go without finishing a batch (or waiting idle) before it is
+    # taken for hung, killed and started again; what it held fails.
+    gpu_timeout: float = 600.0
 
 
 # Top-level keys of muscat.toml, with the type each must have.
@@ -53,6 +56,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "extractors": dict,
     "gpu_worker": bool,
     "gpu_batch": int,
+    "gpu_timeout": (int, float),
 }
 
 
@@ -118,6 +122,10 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         if data["gpu_batch"] < 1:
             raise ConfigError(f"{path}: 'gpu_batch' must be at least 1")
         settings.gpu_batch = data["gpu_batch"]
+    if "gpu_timeout" in data:
+        if data["gpu_timeout"] <= 0:
+            raise ConfigError(f"{path}: 'gpu_timeout' must be a positive number of seconds")
+        settings.gpu_timeout = float(data["gpu_timeout"])
     if "lock_timeout" in data:
         settings.lock_timeout = float(data["lock_timeout"])
     if "max_duration" in data:

@@ -45,6 +45,7 @@ import numpy as np
 from .config import Settings
 
 CONNECT_TIMEOUT_S = 120.0  # the GPU worker imports torch before it answers
+STARTUP_GRACE_S = 300.0  # before its first sign of life, on top of gpu_timeout
 GROUP_BYTES = 32 << 20  # items a CPU worker sends per request; two requests in flight at most
 
 
@@ -210,7 +211,7 @@ class _Request:
 
 
 class _Server:
-    def __init__(self, settings: Settings, tag: str) -> None:
+    def __init__(self, settings: Settings, tag: str, alive: Any) -> None:
         from .devices import resolve
         from .model_stage import ModelCache, is_staged
         from .registry import load_extractors
@@ -219,6 +220,7 @@ class _Server:
                    if e.runnable and is_staged(e.module)}
         self.device = resolve(settings.device)
         self.tag = tag
+        self.alive = alive  # shared with the coordinator: when it last showed it was not stuck
         self.cache = ModelCache(modules, self.device)
         self.batch_size = max(1, settings.gpu_batch)
         self.waiting: deque[_Request] = deque()
@@ -310,7 +312,8 @@ class _Server:
         """Up to batch_size items of the oldest request's extractor and shape, oldest first."""
         with self.ready:
             while not self.waiting:
-                self.ready.wait()
+                self.alive.value = time.monotonic()  # idle, not stuck
+                self.ready.wait(timeout=1.0)
             first = self.waiting[0]
             key = (first.name, tuple(first.items.shape[1:]))
             batch, room = [], self.batch_size
@@ -360,6 +363,7 @@ class _Server:
             except Exception as exc:  # noqa: BLE001 - an asynchronous device error surfaces here
                 self._fail(batch, f"{type(exc).__name__}: {exc}")
                 continue
+            self.alive.value = time.monotonic()  # a batch came back: not stuck
             position = 0
             for request, start, n in batch:
                 if not request.failed:
@@ -397,12 +401,12 @@ def _send(reply: Any, message: tuple) -> bool:
             return False
 
 
-def server_main(address: str, authkey: bytes, settings: Settings, coordinator: int) -> None:
+def server_main(address: str, authkey: bytes, settings: Settings, coordinator: int, alive: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides what Ctrl-C means
     threading.Thread(target=_exit_with, args=(coordinator, os.path.dirname(address)), daemon=True).start()
     # Listening first: CPU workers connect (and wait) while torch and the models load.
     listener = Listener(address, "AF_UNIX", authkey=authkey)
-    server = _Server(settings, tag_of(coordinator))
+    server = _Server(settings, tag_of(coordinator), alive)
     threading.Thread(target=server.accept, args=(listener,), daemon=True).start()
     threading.Thread(target=server.finish, daemon=True).start()
     server.run()
@@ -429,7 +433,9 @@ class GpuWorker:
         self.address = os.path.join(self.folder, "socket")
         self.authkey = secrets.token_bytes(16)
         self.process: multiprocessing.process.BaseProcess | None = None
+        self.alive = multiprocessing.get_context("spawn").Value("d", 0.0, lock=False)
         self.restarts = 0
+        self.last_restart: str | None = None  # why it was last started again
         self.start()
 
     @property
@@ -441,14 +447,24 @@ class GpuWorker:
         if os.path.exists(self.address):
             os.unlink(self.address)
         context = multiprocessing.get_context("spawn")
+        self.alive.value = time.monotonic() + STARTUP_GRACE_S  # importing torch is not being stuck
         self.process = context.Process(target=server_main, daemon=True, name="muscat-gpu",
-                                       args=(self.address, self.authkey, self.settings, os.getpid()))
+                                       args=(self.address, self.authkey, self.settings, os.getpid(), self.alive))
         self.process.start()
 
     def keep_alive(self) -> bool:
-        """Start it again if it died; whether it had."""
-        if self.process is not None and self.process.is_alive():
+        """Start it again if it died, or if it has been stuck for gpu_timeout seconds (a hung
+        device or driver: it neither finished a batch nor waited idle); whether it had to."""
+        assert self.process is not None
+        stuck = time.monotonic() - self.alive.value
+        if self.process.is_alive() and stuck <= self.settings.gpu_timeout:
             return False
+        if self.process.is_alive():
+            self.last_restart = f"it had shown no progress for {stuck:.0f} s (gpu_timeout)"
+            self.process.kill()
+        else:
+            self.last_restart = f"it had stopped (exit status {self.process.exitcode})"
+        self.process.join()
         self.restarts += 1
         self.start()
         return True

@@ -193,7 +193,8 @@ def test_wrong_type_in_config_is_exit_2_naming_the_key(tmp_path, value):
 
 @pytest.mark.parametrize("line,message", [("gpu_worker = 'yes'", "'gpu_worker' must be true or false"),
                                           ("gpu_batch = 0", "'gpu_batch' must be at least 1"),
-                                          ("gpu_batch = true", "'gpu_batch' must be an integer")])
+                                          ("gpu_batch = true", "'gpu_batch' must be an integer"),
+                                          ("gpu_timeout = 0", "'gpu_timeout' must be a positive number")])
 def test_gpu_worker_settings_are_checked(tmp_path, line, message):
     (tmp_path / "muscat.toml").write_text(line + "\n")
     result = run_muscat("status", db=tmp_path / "cat.duckdb")

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,8 @@ def shared_memory() -> set[str]:
     return {p.name for p in Path("/dev/shm").glob("muscat-*")}
 
 
-def gpu_worker(tmp_path, batch: int, **doubler) -> GpuWorker:
-    settings = Settings(db_path=tmp_path / "c.duckdb", device="cpu", gpu_batch=batch,
+def gpu_worker(tmp_path, batch: int, timeout: float = 600.0, **doubler) -> GpuWorker:
+    settings = Settings(db_path=tmp_path / "c.duckdb", device="cpu", gpu_batch=batch, gpu_timeout=timeout,
                         extractors={"doubler": doubler})
     return GpuWorker(settings)
 
@@ -161,6 +162,32 @@ def test_a_killed_gpu_worker_fails_what_it_held_and_is_started_again(tmp_path, d
                                       np.full((1, 2), 2.0))
         assert worker.keep_alive() is False
     finally:
+        worker.stop()
+
+
+def test_a_stuck_gpu_worker_is_killed_after_gpu_timeout_and_started_again(tmp_path, doubler):
+    worker = gpu_worker(tmp_path, batch=2, timeout=1.0, delay=30.0)  # a forward pass that hangs
+    watching = threading.Event()
+
+    def watch() -> None:  # what the engine does at each step
+        while not watching.is_set():
+            worker.keep_alive()
+            time.sleep(0.2)
+
+    try:
+        client = GpuClient(*worker.connection)
+        client.info("doubler")  # up, and idle for longer than gpu_timeout: that is not stuck
+        time.sleep(1.5)
+        assert worker.keep_alive() is False
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        with pytest.raises(GpuWorkerLost):
+            list(client.forward("doubler", np.ones((2, 2), np.float32)))
+        watching.set()
+        watcher.join()
+        assert worker.restarts == 1 and "no progress for" in worker.last_restart
+    finally:
+        watching.set()
         worker.stop()
 
 
