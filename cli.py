@@ -188,6 +188,9 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
             for path, extractor, error in engine.report.failures[seen_failures:]:
                 log(f"{path}: {extractor}: {error}")
             seen_failures = len(engine.report.failures)
+            for reason in engine.report.gpu_restarts:
+                log(f"the GPU worker on {reason}; it was started again")
+            engine.report.gpu_restarts.clear()
             if engine.report.no_space:  # not recorded: redone at the next rescan once there is room
                 log(f"out of disk space: {engine.report.no_space}; left pending")
                 engine.report.no_space = None
@@ -348,6 +351,8 @@ def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, 
             bar.close()
     for path, extractor, error in report.failures:
         _warn(f"{path}: {extractor}: {error}")
+    for reason in report.gpu_restarts:
+        _warn(f"the GPU worker on {reason}; it was started again")
     if as_json:
         click.echo(formatting.to_json(report.to_json()))
     else:

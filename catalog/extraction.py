@@ -51,6 +51,7 @@ class ExtractReport:
     # What the GPU worker did, when there was one: forward passes ("batches"), items, batches
     # with items of more than one file ("shared_batches"), device, batch size.
     gpu: dict[str, Any] | None = None
+    gpu_restarts: list[str] = field(default_factory=list)  # why a GPU worker was started again
 
     def to_json(self) -> dict[str, Any]:
         out = {"files": self.files, "probed": self.probed, "ok": self.ok, "failed": self.failed,
@@ -348,7 +349,8 @@ class Engine:
         if not self.workers and self.queue:
             self.start_workers(self.size or self.settings.workers)
         for gpu in self.gpus:
-            gpu.keep_alive()  # what it held fails in the CPU workers that asked for it
+            if gpu.keep_alive():  # what it held fails in the CPU workers that asked for it
+                self.report.gpu_restarts.append(f"{gpu.settings.device}: {gpu.last_restart}")
         for worker in self.workers:
             if worker.job is None:
                 self._feed(worker)

@@ -323,6 +323,7 @@ def test_files_whose_models_were_in_a_killed_gpu_worker_fail_readably_and_the_re
     engine.stop()
     report = engine.report
     assert killed and restarts == 1, report.failures
+    assert len(report.gpu_restarts) == 1 and "it had stopped" in report.gpu_restarts[0]
     assert report.failed >= 1 and report.ok >= 1 and report.ok + report.failed == 6, report.failures
     assert all("the GPU worker stopped" in error for _, _, error in report.failures)
     database.close()
