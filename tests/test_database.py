@@ -17,22 +17,23 @@ from catalog import migrations
 DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
 
 HOLD_SCRIPT = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, {repo!r})
 import catalog
 db = catalog.Database({path!r})
 with db.write() as con:
     print("holding", flush=True)
-    time.sleep({seconds})
+    until = time.monotonic() + {seconds}
+    while time.monotonic() < until and not os.path.exists({release!r}):
+        time.sleep(0.05)
 """
 
 
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    """Another process that keeps the catalogue attached read-write for `seconds`."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_SCRIPT.format(repo=str(REPO), path=str(path), seconds=seconds)],
-        stdout=subprocess.PIPE, text=True,
-    )
+def hold_lock(path: Path, seconds: float, release: Path | None = None) -> subprocess.Popen:
+    """Another process that keeps the catalogue attached read-write for `seconds`, or until the
+    file `release` appears."""
+    script = HOLD_SCRIPT.format(repo=str(REPO), path=str(path), seconds=seconds, release=str(release or ""))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "holding"
     return proc
 
@@ -216,9 +217,13 @@ def test_invalid_toml_is_exit_2(tmp_path):
 ONLY = "loudness,rhythm,spectral"  # rhythm: slow enough that the run outlasts the hold
 
 
-def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, hold_s: float):
+def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, release_when):
     """`muscat extract` on 30 files; once its first results are in, another process holds the
-    catalogue read-write for `hold_s` seconds. Returns (exit status, stderr, catalogue)."""
+    catalogue read-write until `release_when(extract process, its stderr so far)` is true (a fixed
+    time would race the pace of the results on a busy machine: muscat only meets the lock when
+    it has something to write). Returns (exit status, stderr, catalogue)."""
+    import threading
+
     from audio import click_track, write
 
     root = tmp_path / "Music"
@@ -230,23 +235,35 @@ def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, hold_
     from conftest import MUSCAT
 
     proc = subprocess.Popen([str(MUSCAT), "--db", str(db), "extract", "--workers", "1", "--only", ONLY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     database = catalog.Database(db, lock_timeout=60)
     deadline = time.monotonic() + 120
     while not rows(database, "SELECT count(*) FROM runs WHERE extractor = 'loudness'")[0][0]:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
-    holder = hold_lock(db, seconds=hold_s)
+    release = tmp_path / "release"
+    holder = hold_lock(db, seconds=300, release=release)
     assert proc.poll() is None  # held while extract still runs
     try:
-        stdout, stderr = proc.communicate(timeout=180)
+        deadline = time.monotonic() + 180
+        while not release_when(proc, "".join(lines)):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
     finally:
+        release.touch()
         holder.wait()
-    return proc.returncode, stderr, database
+    proc.wait(timeout=180)
+    reader.join(timeout=10)
+    return proc.returncode, "".join(lines), database
 
 
 def test_extract_keeps_results_while_another_client_holds_the_catalogue(tmp_path):
-    code, stderr, database = extraction_under_a_held_catalogue(tmp_path, lock_timeout=60, hold_s=3)
+    # Held until muscat says it keeps results in memory (at least a second of holding), then freed.
+    code, stderr, database = extraction_under_a_held_catalogue(
+        tmp_path, lock_timeout=60, release_when=lambda proc, err: "kept in memory" in err)
     assert code == 0, stderr
     assert "finished results kept in memory" in stderr and "PID" in stderr
     assert "free again" in stderr and "Traceback" not in stderr
@@ -258,7 +275,8 @@ def test_extract_keeps_results_while_another_client_holds_the_catalogue(tmp_path
 
 
 def test_extract_gives_up_on_a_held_catalogue_with_exit_2_and_loses_nothing_written(tmp_path):
-    code, stderr, database = extraction_under_a_held_catalogue(tmp_path, lock_timeout=2, hold_s=8)
+    code, stderr, database = extraction_under_a_held_catalogue(
+        tmp_path, lock_timeout=2, release_when=lambda proc, err: proc.poll() is not None)
     assert code == 2, stderr
     assert "gave up after" in stderr and "pending again" in stderr and "Traceback" not in stderr
     from conftest import assert_intact
