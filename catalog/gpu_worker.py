@@ -24,6 +24,7 @@ memory, the socket's folder: both named after the coordinator's pid) the next on
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -71,8 +72,9 @@ def pack(array: np.ndarray, tag: str) -> tuple:
     return ("inline", array)
 
 
-def unpack(part: tuple) -> np.ndarray:
-    """The array of a message part (a copy; shared memory is released and removed)."""
+def unpack(part: tuple, remove: bool = True) -> np.ndarray:
+    """The array of a message part, copied; its shared memory removed unless the sender will
+    remove it (`remove=False`: the GPU worker reading items, which their sender frees)."""
     if part[0] == "inline":
         return part[1]
     _, name, shape, dtype = part
@@ -81,7 +83,8 @@ def unpack(part: tuple) -> np.ndarray:
         return np.ndarray(shape, np.dtype(dtype), shm.buf).copy()
     finally:
         shm.close()
-        shm.unlink()
+        if remove:
+            shm.unlink()
 
 
 def shm_room() -> int:
@@ -259,7 +262,7 @@ class _Server:
                 elif kind == "stats":
                     _send(reply, ("stats", request_id, self.stats()))
                 elif kind == "forward":
-                    items = torch.from_numpy(unpack_keep(message[3]))
+                    items = torch.from_numpy(unpack(message[3], remove=False))
                     if not len(items):
                         _send(reply, ("done", request_id, ("inline", np.zeros((0,), np.float32))))
                         continue
@@ -376,18 +379,6 @@ class _Server:
                         if not _send(request.reply, ("done", request.request_id, part)):
                             _release(part)  # nobody to read it
                 position += n
-
-
-def unpack_keep(part: tuple) -> np.ndarray:
-    """The array of a message part, copied; the sender removes its shared memory."""
-    if part[0] == "inline":
-        return part[1]
-    _, name, shape, dtype = part
-    shm = SharedMemory(name=name)
-    try:
-        return np.ndarray(shape, np.dtype(dtype), shm.buf).copy()
-    finally:
-        shm.close()
 
 
 def _send(reply: Any, message: tuple) -> bool:
@@ -510,7 +501,8 @@ def sweep_leftovers() -> int:
                 if os.path.isdir(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
-                    _unlink(path)
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
                 removed += 1
     return removed
 
@@ -523,13 +515,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's
     return True
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def wanted(settings: Settings, extractors: list[Any]) -> bool:

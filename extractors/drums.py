@@ -44,9 +44,6 @@ EXTRACTOR = Extractor(
           Output("drums_source", "", None, "categorical", "What it listened to: stems (drums) or mix")],
 )
 
-_models: dict[tuple, object] = {}
-
-
 def filterbank():  # type: ignore[no-untyped-def]
     """[fft bins, 84] triangular filters on a 12-per-octave grid (madmom's construction)."""
     import numpy as np
@@ -100,26 +97,25 @@ def build_model(bands: int):  # type: ignore[no-untyped-def]
 
 
 def load(path: str, device: str):  # type: ignore[no-untyped-def]
-    """The network with the checkpoint's weights, keys matched strictly."""
+    """The network with the checkpoint's weights, keys matched strictly, and the filterbank.
+
+    Loaded once per process that holds models (catalog/model_stage.ModelCache keeps it)."""
     import torch
 
-    key = (path, device)
-    if key not in _models:
-        # Tensors and plain values only: a checkpoint that needs code run to load is refused.
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several kinds here
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path} is not a plain weights file ({first})") from None
-        if not isinstance(checkpoint, dict) or "model_weights" not in checkpoint:
-            raise ValueError(f"{path} is not an ADTOF checkpoint (no model_weights in it)")
-        model = build_model(filterbank().shape[1])
-        try:
-            model.load_state_dict(checkpoint["model_weights"], strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{path} does not match ADTOF's architecture: {exc}") from None
-        _models[key] = (model.to(device).eval(), torch.from_numpy(filterbank()).to(device))
-    return _models[key]
+    # Tensors and plain values only: a checkpoint that needs code run to load is refused.
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several kinds here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a plain weights file ({first})") from None
+    if not isinstance(checkpoint, dict) or "model_weights" not in checkpoint:
+        raise ValueError(f"{path} is not an ADTOF checkpoint (no model_weights in it)")
+    model = build_model(filterbank().shape[1])
+    try:
+        model.load_state_dict(checkpoint["model_weights"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not match ADTOF's architecture: {exc}") from None
+    return model.to(device).eval(), torch.from_numpy(filterbank()).to(device)
 
 
 def available(params):  # type: ignore[no-untyped-def]
