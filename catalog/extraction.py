@@ -182,8 +182,9 @@ class _Plan:
                     files[kind] = path
             con.unregister("chosen")
             con.unregister("only_files")
-        for file_id, root, dir_, name, raw, _, display in to_probe:
-            self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=True), display)
+        for file_id, root, dir_, name, raw, previous, display in to_probe:
+            self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=True,
+                          previous_audio_id=previous), display)
         for audio_id, file_id, root, dir_, name, raw, display, names_ in to_extract:
             self._add(Job(self.next_job_id, _path(root, dir_, name, raw), file_id, probe=False,
                           expected_audio_id=audio_id, extractors=tuple(names_),
@@ -396,6 +397,8 @@ class Engine:
         if kind == "identified":
             _, _, audio_id, values, facts, started_at, seconds = message
             self.report.probed += 1
+            if facts["rekeyed_from"] is not None:
+                self._rekey(facts["rekeyed_from"], audio_id)
             self.writer.add_probed(Probed(job.file_id, started_at, audio_id, facts["duration"],
                                           facts["sample_rate"], facts["channels"], facts["codec"],
                                           facts["head_tail_hash"]))
@@ -429,6 +432,10 @@ class Engine:
                 self.writer.add_reprobe(job.file_id)
         elif kind == "changed":
             self.writer.add_reprobe(job.file_id)
+        elif kind == "rekeyed":
+            _, _, old, new = message
+            self._rekey(old, new)
+            self.audio_of[job.job_id] = new
         elif kind == "no_space":
             _, _, name, error = message
             worker.running = None
@@ -447,6 +454,12 @@ class Engine:
                 self.writer.add_reprobe(job.file_id)
         elif kind == "done":
             self._finish_job(worker)
+
+    def _rekey(self, old: str, new: str) -> None:
+        """The audio `old` is now called `new` (catalog/legacy_identity.py): its results go with it."""
+        self.writer.add_rekey(old, new)
+        if self.known is not None and new not in self.known:
+            self.known[new] = self.known.pop(old, set())
 
     def _needs(self, job: Job, audio_id: str) -> list[str]:
         """What a just-identified audio still needs from this run's extractors."""

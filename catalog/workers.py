@@ -15,6 +15,7 @@ The conversation for one job, over the worker's own pipe:
 
 or ("unreadable", reason) when the file cannot be decoded, ("vanished",) when it is no longer
 there, or ("changed", audio_id) when an audio job finds other content than the catalogue expects;
+("rekeyed", old, new) when it finds the same content under a newer id rule (catalog/legacy_identity.py);
 ("no_space", name, error) instead of a result when the disk (or a file-size limit) is full.
 """
 
@@ -39,6 +40,7 @@ class Job:
     path: bytes  # absolute, exact bytes
     file_id: int
     probe: bool  # identify the audio first, then ask which extractors to run
+    previous_audio_id: str | None = None  # probe jobs: the audio the file held when last probed
     expected_audio_id: str | None = None  # audio jobs: the content the catalogue expects
     extractors: tuple[str, ...] = ()  # audio jobs: what to run
     # Results the audio has of extractors others read (stems): name -> its identity, and the
@@ -117,7 +119,8 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
             conn.send(("done", job.job_id))
             return
         facts = {"duration": audio.duration, "sample_rate": audio.sample_rate, "channels": audio.channels,
-                 "codec": audio.codec, "head_tail_hash": tail_hash}
+                 "codec": audio.codec, "head_tail_hash": tail_hash,
+                 "rekeyed_from": carried_over(audio, job.previous_audio_id)}
         conn.send(("identified", job.job_id, audio.audio_id, values, facts, started_at,
                    time.perf_counter() - started))
         reply = conn.recv()
@@ -126,9 +129,12 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         _, names, upstream = reply
     else:
         if audio.audio_id != job.expected_audio_id:
-            conn.send(("changed", job.job_id, audio.audio_id))
-            conn.send(("done", job.job_id))
-            return
+            recorded = carried_over(audio, job.expected_audio_id)
+            if recorded is None:
+                conn.send(("changed", job.job_id, audio.audio_id))
+                conn.send(("done", job.job_id))
+                return
+            conn.send(("rekeyed", job.job_id, recorded, audio.audio_id))
         names, upstream = job.extractors, dict(job.upstream or {})
 
     audio.artifacts_dir = str(settings.artifacts_dir)
@@ -156,6 +162,15 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
                    audio.duration, given, list(audio.artifacts) if error is None else [], device))
     conn.send(("done", job.job_id))
+
+
+def carried_over(audio: Any, recorded: str | None) -> str | None:
+    """`recorded`, when it is the id muscat gave this same audio before the packets rule."""
+    if recorded is None or audio.audio_id == recorded or audio.id_rule != "packets":
+        return None
+    from .legacy_identity import legacy_audio_id
+
+    return recorded if legacy_audio_id(audio.path) == recorded else None
 
 
 _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}

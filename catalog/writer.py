@@ -82,6 +82,7 @@ class ResultWriter:
         self.runs: list[Run] = []
         self.probed: list[Probed] = []
         self.reprobe: list[int] = []  # files whose content changed since they were probed
+        self.rekeys: dict[str, str] = {}  # audio ids carried over to the packets rule: old -> new
         self._last_flush = time.monotonic()
 
     def add_run(self, run: Run) -> None:
@@ -93,9 +94,12 @@ class ResultWriter:
     def add_reprobe(self, file_id: int) -> None:
         self.reprobe.append(file_id)
 
+    def add_rekey(self, old: str, new: str) -> None:
+        self.rekeys[old] = new
+
     @property
     def buffered(self) -> int:
-        return len(self.runs) + len(self.probed) + len(self.reprobe)
+        return len(self.runs) + len(self.probed) + len(self.reprobe) + len(self.rekeys)
 
     def maybe_flush(self) -> None:
         if self.buffered and (
@@ -141,12 +145,37 @@ class ResultWriter:
 
     def _write_all(self) -> None:
         with self.db.write(patience=FLUSH_PATIENCE_S) as con:
+            self._write_rekeys(con)  # first: the probes and runs below name the new ids
             self._write_probed(con)
             self._write_runs(con)
             if self.reprobe:
                 con.execute("UPDATE files SET probed_at = NULL WHERE list_contains(?, file_id)", [self.reprobe])
-        self.runs, self.probed, self.reprobe = [], [], []
+        self.runs, self.probed, self.reprobe, self.rekeys = [], [], [], {}
         self._last_flush = time.monotonic()
+
+    # -- ids carried over ------------------------------------------------------------------
+
+    def _write_rekeys(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.rekeys:
+            return
+        import pyarrow as pa
+
+        con.register("rekey_batch", pa.table({
+            "old": pa.array(list(self.rekeys), pa.string()),
+            "new": pa.array(list(self.rekeys.values()), pa.string()),
+        }))
+        # The audio and its runs take the new id. Where the new id is known already (a copy
+        # of it arrived under the new rule first), only the files move: the old audio, held by
+        # no file any more, is left to gc.
+        for table in ("runs", "audio"):
+            con.execute(
+                f"""
+                UPDATE {table} SET audio_id = k.new FROM rekey_batch k
+                WHERE {table}.audio_id = k.old AND k.new NOT IN (SELECT audio_id FROM audio)
+                """
+            )
+        con.execute("UPDATE files SET audio_id = k.new FROM rekey_batch k WHERE files.audio_id = k.old")
+        con.unregister("rekey_batch")
 
     # -- probing ---------------------------------------------------------------------------
 
