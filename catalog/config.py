@@ -16,8 +16,12 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_DB = "muscat.duckdb"
+# What music libraries hold: everything FFmpeg decodes that people name as audio (and the
+# video containers whose first audio stream is the music: mp4, webm).
 DEFAULT_AUDIO_EXTENSIONS = (
-    "wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "aif", "aiff", "wma", "alac",
+    "wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "aif", "aiff", "aifc", "wma", "alac",
+    "ape", "wv", "mpc", "dsf", "dff", "tta", "tak", "m4b", "mp4", "3g2", "mka", "webm", "oga", "spx",
+    "ac3", "eac3", "caf", "w64", "mp2",
 )
 
 

@@ -3,7 +3,7 @@
 Checks, each a Finding with a fix a person can act on:
 - catalogue: it opens, its schema is current, the invariants of catalog/integrity.py hold,
   recorded artifacts are on disk whole, no leftover temporary files of interrupted writes;
-- decoders: libsndfile (with MP3) and Essentia's FFmpeg loader (M4A/AAC);
+- decoders: libsndfile (WAV, AIFF, FLAC) and FFmpeg through PyAV (everything else);
 - devices: the configured --device exists; room in /dev/shm for the GPU worker's transfers;
 - models: every switched-on extractor can run (weights and model folders in place);
 - watching: inotify limits against the number of folders in the catalogue;
@@ -96,27 +96,43 @@ def _catalogue(db: Database, settings: Settings) -> list[Finding]:
     return findings
 
 
+# What the decoders must read (FFmpeg's decoder names), as users know the formats.
+_FFMPEG_DECODERS = {
+    "mp3float": "MP3", "mp2": "MP2", "aac": "AAC", "alac": "ALAC", "opus": "Opus", "vorbis": "Vorbis",
+    "wmav2": "WMA", "wavpack": "WavPack", "ape": "Monkey's Audio", "musepack8": "Musepack",
+    "tta": "TTA", "tak": "TAK", "dsd_lsbf": "DSD", "ac3": "AC-3", "eac3": "E-AC-3", "speex": "Speex",
+    "flac": "FLAC",
+}
+
+
 def _decoders() -> list[Finding]:
     import soundfile as sf
 
     findings = []
     library = sf.__libsndfile_version__
-    if "MP3" in sf.available_formats():
-        findings.append(Finding("decoders", True, f"libsndfile {library} reads WAV, FLAC, OGG, Opus and MP3"))
+    if {"WAV", "AIFF", "FLAC"} <= set(sf.available_formats()):
+        findings.append(Finding("decoders", True, f"libsndfile {library} reads WAV, AIFF and FLAC"))
     else:
-        findings.append(Finding("decoders", False, f"libsndfile {library} cannot read MP3",
-                                "reinstall soundfile (its wheel bundles libsndfile >= 1.1 with MP3)"))
+        findings.append(Finding("decoders", False, f"libsndfile {library} lacks WAV, AIFF or FLAC (FFmpeg reads them, slower)",
+                                "reinstall soundfile (its wheel bundles libsndfile with FLAC)"))
     try:
-        import essentia
-
-        essentia.log.infoActive = False  # its import notes are not findings
-        import essentia.standard as es
-
-        es.AudioLoader  # noqa: B018 - the FFmpeg loader is what M4A/AAC/WMA need
-        findings.append(Finding("decoders", True, "Essentia's FFmpeg loader reads M4A, AAC, ALAC and WMA"))
-    except Exception as exc:  # noqa: BLE001
-        findings.append(Finding("decoders", False, f"Essentia cannot be loaded: {exc}",
-                                "`uv sync` reinstalls the pinned essentia wheel"))
+        import av
+    except ImportError as exc:
+        return findings + [Finding("decoders", False, f"PyAV cannot be loaded: {exc}",
+                                   "`uv sync` reinstalls the av wheel (FFmpeg is inside it)")]
+    missing = []
+    for name, label in _FFMPEG_DECODERS.items():
+        try:
+            av.codec.Codec(name, "r")
+        except Exception:  # noqa: BLE001 - PyAV raises a plain exception type per build
+            missing.append(label)
+    version = f"FFmpeg {av.ffmpeg_version_info} (PyAV {av.__version__})"
+    if missing:
+        findings.append(Finding("decoders", False, f"{version} cannot decode {', '.join(missing)}",
+                                "`uv sync` reinstalls the av wheel, whose FFmpeg has every decoder"))
+    else:
+        findings.append(Finding("decoders", True, f"{version} reads everything else: "
+                                + ", ".join(sorted(set(_FFMPEG_DECODERS.values()) - {"FLAC"}))))
     return findings
 
 

@@ -1,5 +1,8 @@
 """probe: what the file holds. Runs first on every file: the decode that yields these values
-also yields the hash of the decoded samples, which identifies the audio."""
+also yields the audio's id (catalog/decode.py: its samples, or its encoded packets).
+
+Version 2: FFmpeg decodes what libsndfile did not read right (MP3 lengths, Opus, WMA, ...),
+and reports bit depths of lossless codecs and codec names of its own."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from catalog.extractor import Extractor, Output
 
 EXTRACTOR = Extractor(
     name="probe",
-    version=1,
+    version=2,
     device="cpu",
     scope="file",
     description="Duration, format and encoding of the file, from decoding it.",
@@ -17,7 +20,7 @@ EXTRACTOR = Extractor(
         Output("channels", "channels", (1, 8), "scalar", "Number of channels"),
         Output("bit_depth", "bits", (8, 32), "scalar", "Bits per sample of PCM codecs; NULL for lossy codecs"),
         Output("bitrate", "kbps", (32, 5000), "scalar", "File size over duration (whole-file average)"),
-        Output("codec", "", None, "categorical", "Codec or container format (flac, wav, mp3, vorbis, aac, ...)"),
+        Output("codec", "", None, "categorical", "Codec, or the container for PCM (flac, wav, mp3, vorbis, opus, aac, alac, wavpack, ...)"),
     ],
 )
 
