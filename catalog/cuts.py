@@ -8,7 +8,8 @@ called truncated only on evidence that the stream itself gives, never on an esti
   headers of WavPack, APE, TTA, DSF, ..., an MP3's Xing or VBRI frame count) and that the
   decoded audio falls short of;
 - a last frame shorter than its own header says it is (raw MPEG audio, AC-3, E-AC-3, ADTS);
-- an Ogg page that runs past the end of the file.
+- an Ogg page, an MP4 box, a W64/CAF/WAV/AIFF chunk, a Matroska segment or a Musepack packet
+  that runs past the end of the file (the sizes a muxer writes are exact).
 
 An MP3 without a Xing header gives no length at all: FFmpeg's and libsndfile's figures for it
 are guesses from the bitrate, and good files decode to less than they say.
@@ -133,3 +134,138 @@ def _ac3_frame_length(h: bytes) -> int | None:
     if rate_code == 2:  # 32 kHz
         return kbps * 6
     return 2 * (1536 * kbps * 125 // 44100 // 2 + (size_code & 1))  # 44.1 kHz: padded frames
+
+
+def container_overrun(path: str, size: int) -> str | None:
+    """Why the file is truncated, if a size its container declares runs past its end."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:4] in (b"RIFF", b"FORM"):
+            declared_end = _riff_data_end(f, head)
+            what = "the header declares"
+        elif head[:4] == b"riff" and head[4:16] == _W64_RIFF_TAIL:
+            declared_end, what = _chunk_walk(f, 40, 16, 8, "little", header_in_size=True, align=8), \
+                "a W64 chunk runs to"
+        elif head[:4] == b"caff":
+            declared_end, what = _chunk_walk(f, 8, 4, 8, "big", header_in_size=False, align=1, signed=True), \
+                "a CAF chunk runs to"
+        elif head[4:8] == b"ftyp":
+            declared_end, what = _chunk_walk(f, 0, 4, 4, "big", header_in_size=True, align=1, size_first=True), \
+                "an MP4 box runs to"
+        elif head[:4] == b"\x1a\x45\xdf\xa3":
+            declared_end, what = _matroska_segment_end(f), "the Matroska segment runs to"
+        elif head[:4] == b"MPCK":
+            return _musepack_cut(f, size)
+        else:
+            return None
+    if declared_end is not None and declared_end > size:
+        return f"truncated: {what} byte {declared_end}, the file has {size}"
+    return None
+
+
+_W64_RIFF_TAIL = bytes.fromhex("2e91cf11a5d628db04c10000")
+
+
+def _riff_data_end(f, head: bytes) -> int | None:  # type: ignore[no-untyped-def]
+    """Where the sample data a WAV or AIFF header declares ends (libsndfile trusts the file size)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        little, wanted = True, b"data"
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        little, wanted = False, b"SSND"
+    else:
+        return None
+    offset = 12
+    while True:
+        f.seek(offset)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        length = int.from_bytes(chunk[4:8], "little" if little else "big")
+        if chunk[:4] == wanted:
+            return offset + 8 + length
+        offset += 8 + length + (length & 1)
+
+
+def _chunk_walk(f, offset: int, id_bytes: int, size_bytes: int, order: str, *,  # type: ignore[no-untyped-def]
+                header_in_size: bool, align: int, size_first: bool = False, signed: bool = False) -> int | None:
+    """The end of the first chunk (or box) that runs past the end of the file, else None.
+
+    Chunks are an id and a size (MP4 boxes: the size first, 1 meaning a 64-bit size after the
+    type, 0 meaning "to the end of the file"; CAF: -1 for a data chunk of unknown length)."""
+    f.seek(0, 2)
+    end_of_file = f.tell()
+    while offset < end_of_file:
+        f.seek(offset)
+        header = f.read(id_bytes + size_bytes)
+        if len(header) < id_bytes + size_bytes:
+            return offset + id_bytes + size_bytes  # a torn chunk header
+        raw = header[:size_bytes] if size_first else header[id_bytes:]
+        length = int.from_bytes(raw, order, signed=signed)
+        header_length = id_bytes + size_bytes
+        if size_first and length == 1:
+            large = f.read(8)
+            if len(large) < 8:
+                return offset + 16
+            length, header_length = int.from_bytes(large, "big"), 16
+        if (size_first and length == 0) or length < 0:
+            return None  # runs to the end of the file, whatever its length
+        total = length if header_in_size else header_length + length
+        if total < header_length:
+            return None  # not a chunk structure we understand: no evidence
+        if offset + total > end_of_file:
+            return offset + total
+        offset += total + (-total % align)
+    return None
+
+
+def _ebml_vint(f) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+    """(value, was-all-ones) of an EBML variable-size integer at the file's position."""
+    first = f.read(1)
+    if not first or first[0] == 0:
+        return None
+    length = 8 - first[0].bit_length() + 1
+    rest = f.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = first[0] & (0xFF >> length)
+    for byte in rest:
+        value = (value << 8) | byte
+    return value, value == (1 << (7 * length)) - 1
+
+
+def _matroska_segment_end(f) -> int | None:  # type: ignore[no-untyped-def]
+    f.seek(4)
+    header = _ebml_vint(f)
+    if header is None:
+        return None
+    f.seek(f.tell() + header[0])
+    if f.read(4) != b"\x18\x53\x80\x67":  # Segment
+        return None
+    segment = _ebml_vint(f)
+    if segment is None or segment[1]:
+        return None  # unknown size (a live stream): no promise
+    return f.tell() + segment[0]
+
+
+def _musepack_cut(f, size: int) -> str | None:  # type: ignore[no-untyped-def]
+    """Musepack SV8: packets of a 2-letter key and a size; a whole stream ends with "SE"."""
+    offset = 4
+    while offset < size:
+        f.seek(offset)
+        key = f.read(2)
+        length, count = 0, 0
+        while True:
+            byte = f.read(1)
+            if not byte:
+                return "truncated: the last Musepack packet is cut"
+            length, count = (length << 7) | (byte[0] & 0x7F), count + 1
+            if not byte[0] & 0x80 or count == 9:
+                break
+        if length < 2 + count:
+            return None
+        if key == b"SE":
+            return None
+        if offset + length > size:
+            return "truncated: the last Musepack packet is cut"
+        offset += length
+    return "truncated: the Musepack stream has no end packet"

@@ -153,7 +153,8 @@ def pcm_hasher(rate: int, channels: int) -> Any:
 
 
 def packets_hasher(codec: str) -> Any:
-    """The "packets" rule: fed the encoded audio packets' payloads, in order."""
+    """The "packets" rule: fed the encoded audio packets' payloads, in order, then the number
+    of frames they decode to."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"packets:{codec}:".encode())
     return digest
@@ -177,27 +178,6 @@ class _NotForSoundfile(Exception):
     pass
 
 
-def _declared_pcm_bytes(path: str) -> int | None:
-    """Size of the sample data a WAV or AIFF header declares (libsndfile trusts the file size)."""
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-            little, wanted, offset = True, b"data", 12
-        elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-            little, wanted, offset = False, b"SSND", 12
-        else:
-            return None
-        while True:
-            f.seek(offset)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            length = int.from_bytes(chunk[4:8], "little" if little else "big")
-            if chunk[:4] == wanted:
-                return offset + 8 + length
-            offset += 8 + length + (length & 1)
-
-
 _SUBTYPE_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}
 # What libsndfile decodes here: lossless containers with PCM (or FLAC) inside.
 _SOUNDFILE_FORMATS = {"WAV", "WAVEX", "AIFF", "FLAC"}
@@ -205,6 +185,8 @@ _SOUNDFILE_FORMATS = {"WAV", "WAVEX", "AIFF", "FLAC"}
 
 def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
     import soundfile as sf
+
+    from . import cuts
 
     try:
         f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
@@ -218,9 +200,9 @@ def _decode_soundfile(path: str, size: int, max_seconds: float) -> Audio:
             raise DecodeError(f"invalid stream: {channels} channels at {rate} Hz")
         if rate > 768_000:
             raise DecodeError(f"implausible sample rate: {rate} Hz")
-        declared_end = _declared_pcm_bytes(path) if f.format in ("WAV", "AIFF") else None
-        if declared_end is not None and declared_end > size:
-            raise DecodeError(f"truncated: the header declares {declared_end} bytes, the file has {size}")
+        overrun = cuts.container_overrun(path, size)
+        if overrun:
+            raise DecodeError(overrun)
         hold = frames / rate <= max_seconds
         digest = pcm_hasher(rate, channels)
         blocks = []
@@ -285,7 +267,10 @@ def _decode_ffmpeg(path: str, size: int, max_seconds: float) -> Audio:
         try:
             container = av.open(source, metadata_errors="ignore")
         except av.error.FFmpegError as exc:
-            raise DecodeError(f"not a readable audio file ({_reason(exc)})") from None
+            from . import cuts
+
+            raise DecodeError(cuts.container_overrun(path, size) or f"not a readable audio file ({_reason(exc)})") \
+                from None
         with container:
             return _decode_stream(container, path, size, max_seconds)
     finally:
@@ -346,7 +331,8 @@ def _decode_stream(container: Any, path: str, size: int, max_seconds: float) -> 
     decoded = samples.frames / rate
     if samples.frames == 0:
         reason = errors[0] if errors else ended_early
-        raise DecodeError(f"no audio frames in the file ({reason})" if reason else "no audio frames in the file")
+        raise DecodeError(cuts.container_overrun(path, size)
+                          or (f"no audio frames in the file ({reason})" if reason else "no audio frames in the file"))
     if errors and frames_after_error > rate // 2:  # good audio after the error: not a cut
         raise DecodeError(f"damaged: decoding failed at {first_error_at:.2f} s ({errors[0]})")
     if errors or ended_early:
@@ -356,10 +342,16 @@ def _decode_stream(container: Any, path: str, size: int, max_seconds: float) -> 
         declared = cuts.mp3_declared_seconds(path)
     elif fmt not in cuts.EXACT_LENGTH_FORMATS:
         declared = None
+    elif declared is None and container.duration:  # Matroska gives the length per file, not per stream
+        declared = container.duration / 1_000_000
     reason = (cuts.shortfall(declared, decoded) or cuts.torn_last_frame(fmt, last_packet)
-              or (cuts.torn_ogg_page(path, size) if fmt == "ogg" else None))
+              or (cuts.torn_ogg_page(path, size) if fmt == "ogg" else None) or cuts.container_overrun(path, size))
     if reason:
         raise DecodeError(reason)
+    if not lossless:
+        # The same packets can decode to different lengths: gapless information (the LAME
+        # header, an edit list) trims the encoder's delay and padding. The length is part of it.
+        digest.update(f":{samples.frames}".encode())
     name = _PCM_CONTAINERS.get(fmt, "pcm") if codec.startswith("pcm_") else _CODEC_NAMES.get(codec, codec)
     return Audio(path, rate, channels, samples.frames, name, samples.bit_depth() if lossless else None, size,
                  digest.hexdigest(), samples.whole(), max_seconds, id_rule="pcm" if lossless else "packets")
