@@ -45,7 +45,8 @@ def _state(extractors: list[LoadedExtractor]) -> list[dict]:
 
 
 def _digest(extractors: list[LoadedExtractor]) -> str:
-    text = json.dumps(_state(extractors), sort_keys=True, default=str)
+    # The template is part of it: a muscat whose track_features differs rewrites the view.
+    text = json.dumps(_state(extractors), sort_keys=True, default=str) + TEMPLATE.read_text()
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -104,7 +105,12 @@ def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], di
 
 
 def track_features_sql(extractors: list[LoadedExtractor]) -> str:
-    """The track_features view for these extractors (feature names are checked identifiers)."""
+    """The track_features view for these extractors (feature names are checked identifiers).
+
+    The tag columns of `library` come first; a feature of the same name (a genre classifier's
+    `genre`) takes the place of that tag column."""
+    from .tags import TEXT_COLUMNS
+
     scalar_columns, vector_columns, columns = [], [], []
     for e in extractors:
         for o in e.declaration.outputs:
@@ -121,7 +127,10 @@ def track_features_sql(extractors: list[LoadedExtractor]) -> str:
     def listing(items: list[str]) -> str:
         return "".join(f",\n        {item}" for item in items)
 
+    features = {o.name for e in extractors for o in e.declaration.outputs}
+    tag_columns = [f"l.{name}" for name in TEXT_COLUMNS if name not in features]
     return TEMPLATE.read_text().format(
+        tag_columns=listing(tag_columns),
         scalar_columns=listing(scalar_columns),
         vector_columns=listing(vector_columns),
         columns=listing(columns),

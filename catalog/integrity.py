@@ -87,6 +87,25 @@ CHECKS: dict[str, str] = {
         SELECT file_id, audio_id FROM files
         WHERE audio_id IS NOT NULL AND audio_id NOT IN (SELECT audio_id FROM audio)
     """,
+    "tags of a file the catalogue does not know": """
+        SELECT DISTINCT file_id FROM file_tags WHERE file_id NOT IN (SELECT file_id FROM files)
+    """,
+    "a tag value is recorded twice, or its ordinals have a gap": """
+        SELECT file_id, key, count(*), max(ordinal) FROM file_tags
+        GROUP BY ALL HAVING count(*) <> max(ordinal) + 1 OR count(DISTINCT ordinal) <> count(*)
+    """,
+    "a file's tag columns differ from its first tags": """
+        SELECT f.file_id FROM files f LEFT JOIN (
+            SELECT file_id,
+                   any_value(value) FILTER (WHERE key = 'artist') AS artist,
+                   any_value(value) FILTER (WHERE key = 'album') AS album,
+                   any_value(value) FILTER (WHERE key = 'title') AS title,
+                   any_value(value) FILTER (WHERE key = 'genre') AS genre
+            FROM file_tags WHERE ordinal = 0 GROUP BY file_id
+        ) t USING (file_id)
+        WHERE f.artist IS DISTINCT FROM t.artist OR f.album IS DISTINCT FROM t.album
+           OR f.title IS DISTINCT FROM t.title OR f.genre IS DISTINCT FROM t.genre
+    """,
 }
 
 

@@ -128,6 +128,7 @@ def gc(db: Database, settings: Settings, older_than_days: float = 30.0, dry_run:
                 _remove_file(path)
             for table in ("feature_values", "feature_vector_values", "run_artifacts", "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM gc_runs)")
+            con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM gc_files)")
             con.execute("DELETE FROM files WHERE file_id IN (SELECT file_id FROM gc_files)")
             con.execute("DELETE FROM audio WHERE audio_id IN (SELECT audio_id FROM gc_audio)")
         for table in ("gc_runs", "gc_files", "gc_audio", "gc_artifacts"):

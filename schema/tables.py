@@ -63,6 +63,24 @@ class File(SQLModel, table=True):
     first_seen: datetime
     changed_at: datetime
     missing_since: Optional[datetime] = None
+    tags_read_at: Optional[datetime] = None
+    tags_error: Optional[str] = None
+    artist: Optional[str] = None
+    album: Optional[str] = None
+    albumartist: Optional[str] = None
+    title: Optional[str] = None
+    genre: Optional[str] = None
+    date: Optional[str] = None
+    track_number: Optional[int] = None
+    disc_number: Optional[int] = None
+
+
+class FileTag(SQLModel, table=True):
+    __tablename__ = "file_tags"
+    file_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    key: str = Field(primary_key=True)
+    ordinal: int = Field(sa_column=Column(Integer, primary_key=True))
+    value: str
 
 
 class Dir(SQLModel, table=True):

@@ -1,0 +1,742 @@
+"""Tags, read with mutagen: for new and changed files only, outside the catalogue's lock.
+
+Reading. `read(path)` opens one file and returns its tags as `(key, value)` pairs, in the order
+the keys first appear, and a problem (None when fine). The container is recognised as
+`mutagen.File` does (the first bytes, then the name), but only the tags are parsed, never the
+audio stream: a damaged stream is the decoder's business, not a tag problem. Keys are named the
+way mutagen's easy interfaces name them, lowercased:
+
+- Vorbis comments (FLAC, Ogg Vorbis, Opus, Speex, Ogg-FLAC) already are: their keys lowercased.
+- ID3 (MP3, AAC, TTA, and the ID3 chunk of WAV, AIFF, DSF, DSDIFF): EasyID3's names (TPE1
+  artist, TRCK tracknumber, TCON genre with ID3v1 genre numbers resolved, TDRC date, UFID of
+  musicbrainz.org musicbrainz_trackid, TXXX:MusicBrainz Album Id musicbrainz_albumid, RVA2
+  replaygain_*_gain/peak, TMCL performer:ROLE, ...), taken from EasyID3's own registry. Frames it
+  has no name for: TXXX:DESC is DESC lowercased, COMM comment (COMM:DESC comment:desc, except
+  the empty and the ID3v1 description), USLT lyrics, TSSE encoder, TIPL's roles their role
+  lowercased, any other text or URL frame its frame id lowercased ('tkey', 'wcom').
+- MP4 atoms: EasyMP4's names (©ART artist, trkn tracknumber as '3/12', freeform MusicBrainz
+  ids, ...); others: ©wrt composer, ©lyr lyrics, ©too encoder, cpil compilation, a freeform
+  `----:MEAN:NAME` NAME lowercased, any other atom its name lowercased ('©mvn', 'stik').
+- APEv2 (APE, WavPack, Musepack, TAK, OptimFROG, and MP3s with an APE tag): the key lowercased,
+  with Year date, Track tracknumber, Disc discnumber, 'Album Artist' albumartist, Publisher
+  organization, Weblink website, Subtitle version, 'EAN/UPC' barcode.
+- ASF (WMA): Title title, Author artist, WM/AlbumTitle album, WM/AlbumArtist albumartist,
+  WM/Genre genre, WM/Year date, WM/TrackNumber tracknumber, WM/PartOfSet discnumber,
+  MusicBrainz/Track Id musicbrainz_trackid, ... (see _ASF); others lowercased ('wm/mood').
+
+A file with both ID3 and APEv2 tags (MP3, TTA) takes each key from ID3 where ID3 has it, else
+from APEv2. Binary values (cover art, private frames, ratings) and values longer than
+MAX_VALUE characters are skipped; empty values too. Several values of one key are several
+pairs, in their order.
+
+A file mutagen does not recognise, or recognises by its name only and cannot parse, has no tags,
+and that is no problem (a text file named .mp3, an empty .flac). A file whose first bytes say
+what it is but whose tags cannot be parsed has a problem: 'tags: ID3: ...'.
+
+Storing (`pending`, `update`): the scanner asks for the present files of the folders it scanned
+whose `tags_read_at` is NULL or older than `changed_at` (new and changed files, those of a
+catalogue from before tags, those a killed scan did not reach), reads them outside the write
+transaction (in a `spawn` process pool when there are many; the coordinator runs DuckDB threads
+and must not fork), and writes them through Arrow in short batches: `file_tags` rows, the
+first value of the library's tag columns on `files`, `tags_read_at`, and the problem (or none)
+in `tags_error` and `scan_problems`.
+
+This module must not import duckdb or pyarrow at import time: the tag-reading processes load it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from .database import utc_now
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .database import Database
+
+# A value this long is a payload (an embedded picture in text), not a tag.
+MAX_VALUE = 100_000
+# The columns `library` shows (first value of each key); track and disc numbers as integers.
+TEXT_COLUMNS = ("artist", "album", "albumartist", "title", "genre", "date")
+NUMBER_COLUMNS = {"track_number": "tracknumber", "disc_number": "discnumber"}
+# A track or disc number: digits, optionally '/total' ('3/12' is 3); anything else is NULL.
+# RE2 syntax: DuckDB applies it when tags are written.
+NUMBER_PATTERN = r"^\s*(\d+)\s*(/\s*\d*\s*)?$"
+# Below this many files, reading in this process beats starting a pool of them.
+POOL_THRESHOLD = 1500
+# Files per task sent to a reading process, and at most this many files per write batch.
+CHUNK = 64
+BATCH_FILES = 5000
+# A write batch is also written once reading has gone on this long since the last one.
+BATCH_SECONDS = 2.0
+
+Pairs = list[tuple[str, str]]
+
+
+class Vanished(Exception):
+    """The file was gone when its tags were to be read (the next scan sees why)."""
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read(path: bytes | str) -> tuple[Pairs, str | None]:
+    """The tags of one file as (key, value) pairs, and a problem with them (or None).
+
+    Raises Vanished when the file no longer exists."""
+    try:
+        with open(path, "rb") as fileobj:
+            return _read(fileobj, os.fsdecode(path))
+    except FileNotFoundError:
+        raise Vanished(os.fsdecode(path)) from None
+    except OSError as exc:
+        return [], f"tags: cannot read the file: {exc.strerror or exc}"
+
+
+def read_many(paths: list[bytes]) -> list[tuple[Pairs, str | None] | None]:
+    """read() for each path; None for one that vanished. What a reading process runs."""
+    out: list[tuple[Pairs, str | None] | None] = []
+    for path in paths:
+        try:
+            out.append(read(path))
+        except Vanished:
+            out.append(None)
+    return out
+
+
+def _read(fileobj: Any, name: str) -> tuple[Pairs, str | None]:
+    kinds = _kinds()
+    try:
+        header = fileobj.read(128)
+    except OSError:
+        header = b""
+    lowered = name.lower()
+    best: tuple[int, str] = (0, "")
+    best_kind = None
+    for kind in kinds:
+        score = (kind.score(lowered, fileobj, header), kind.__name__)
+        if score[0] > 0 and score > best:
+            best, best_kind = score, kind
+    if best_kind is None:
+        return [], None
+    reader, what = _READERS[best_kind.__name__]
+    if reader is None:
+        return [], None
+    recognised = best_kind.score("", fileobj, header) > 0  # by its first bytes, not its name
+    try:
+        fileobj.seek(0)
+        return _clean(reader(fileobj, best_kind)), None
+    except Exception as exc:  # mutagen raises many kinds (struct.error and ValueError too)
+        if not recognised:
+            return [], None
+        return [], f"tags: {getattr(exc, 'tag_format', what)}: {_message(exc, name)}"
+
+
+def _message(exc: BaseException, name: str) -> str:
+    """mutagen's message without the file's name (scan_problems names the file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    for form in (repr(os.fsencode(name)), repr(name), name):
+        text = text.replace(form, "")
+    text = text.strip(" :")
+    return text if text and text != "error" else "cannot be parsed"
+
+
+def _clean(pairs: Iterable[tuple[str, Any]]) -> Pairs:
+    out: Pairs = []
+    for key, value in pairs:
+        if not isinstance(value, str):
+            continue
+        value = value.strip("\x00")
+        key = key.strip().lower()
+        if key and value.strip() and len(value) <= MAX_VALUE:
+            out.append((key, value))
+    return out
+
+
+def _merge(first: Pairs, second: Pairs) -> Pairs:
+    """`first`, then the pairs of `second` whose key `first` does not have."""
+    have = {k for k, _ in first}
+    return first + [(k, v) for k, v in second if k not in have]
+
+
+class _TagError(Exception):
+    """A tag block failed to parse; `tag_format` names which one (ID3 or APEv2 on an MP3)."""
+
+    def __init__(self, tag_format: str, cause: BaseException) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.tag_format = tag_format
+
+
+# --- ID3 ---
+
+
+def _id3_names() -> tuple[dict[str, str], dict[str, str]]:
+    """EasyID3's names: text frame id -> key, lowercased TXXX description -> key."""
+    from mutagen.easyid3 import EasyID3
+
+    text: dict[str, str] = {}
+    txxx: dict[str, str] = {}
+    for key in EasyID3.Get:
+        if "*" in key or key in ("genre", "website", "musicbrainz_trackid"):
+            continue
+        easy = EasyID3()
+        try:
+            easy[key] = ["2000"]  # a value every setter takes (dates, numbers, text)
+        except Exception:
+            continue
+        for frame in easy._EasyID3__id3.values():
+            if frame.FrameID == "TXXX":
+                txxx[frame.desc.lower()] = key
+            elif frame.FrameID.startswith("T"):
+                text[frame.FrameID] = key
+    return text, txxx
+
+
+_ID3_EXTRA = {"TSSE": "encoder"}
+_ID3_SKIP_COMMENT = ("", "id3v1 comment")
+
+
+def _id3_pairs(id3: Any) -> Pairs:
+    from mutagen.id3 import TextFrame, UrlFrame
+
+    text, txxx = _names("id3")
+    easy: list[tuple[str, Any]] = []
+    other: list[tuple[str, Any]] = []
+    for frame in id3.values():
+        fid = frame.FrameID
+        if fid == "TXXX":
+            key = txxx.get(frame.desc.lower())
+            target = easy if key else other
+            target += [(key or frame.desc.lower() or "txxx", str(v)) for v in frame.text]
+        elif fid == "TCON":
+            easy += [("genre", g) for g in frame.genres]
+        elif fid == "UFID":
+            if frame.owner == "http://musicbrainz.org":
+                easy.append(("musicbrainz_trackid", frame.data.decode("ascii", "replace")))
+        elif fid == "WOAR":
+            easy.append(("website", frame.url))
+        elif fid == "RVA2":
+            desc = frame.desc.lower()
+            easy += [(f"replaygain_{desc}_gain", "%+f dB" % frame.gain),
+                     (f"replaygain_{desc}_peak", "%f" % frame.peak)]
+        elif fid == "TMCL":
+            easy += [("performer:" + role.lower(), person) for role, person in frame.people]
+        elif fid == "TIPL":
+            other += [(role.lower(), person) for role, person in frame.people]
+        elif fid in text:
+            easy += [(text[fid], str(v)) for v in frame.text]
+        elif fid == "COMM":
+            desc = frame.desc.lower()
+            key = "comment" if desc in _ID3_SKIP_COMMENT else f"comment:{desc}"
+            other += [(key, str(v)) for v in frame.text]
+        elif fid == "USLT":
+            other.append(("lyrics", frame.text))
+        elif fid == "WXXX":
+            other.append((frame.desc.lower() or "wxxx", frame.url))
+        elif isinstance(frame, TextFrame):
+            other += [(_ID3_EXTRA.get(fid, fid.lower()), str(v)) for v in frame.text]
+        elif isinstance(frame, UrlFrame):
+            other.append((fid.lower(), frame.url))
+    return _clean(easy + other)
+
+
+def _id3_of(fileobj: Any) -> Pairs:
+    """The ID3 tags at the start or (ID3v1) the end of the file; none when there are none."""
+    from mutagen.id3 import ID3, ID3NoHeaderError
+
+    try:
+        fileobj.seek(0)
+        return _id3_pairs(ID3(fileobj))
+    except ID3NoHeaderError:
+        return []
+    except Exception as exc:
+        raise _TagError("ID3", exc) from exc
+
+
+def _ape_of(fileobj: Any) -> Pairs:
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    try:
+        fileobj.seek(0)
+        return _ape_pairs(APEv2(fileobj))
+    except APENoHeaderError:
+        return []
+    except Exception as exc:
+        raise _TagError("APEv2", exc) from exc
+
+
+def _read_id3_then_ape(fileobj: Any, kind: Any) -> Pairs:
+    return _merge(_id3_of(fileobj), _ape_of(fileobj))
+
+
+def _read_ape_then_id3(fileobj: Any, kind: Any) -> Pairs:
+    return _merge(_ape_of(fileobj), _id3_of(fileobj))
+
+
+def _read_id3_chunk(fileobj: Any, kind: Any) -> Pairs:
+    """WAV, AIFF, DSF, DSDIFF: the ID3 tag in the file's own chunk (or DSF's pointer)."""
+    from mutagen.id3 import ID3NoHeaderError
+
+    tags_class = _ID3_CHUNK_CLASSES[kind.__name__]()
+    try:
+        return _id3_pairs(tags_class(fileobj))
+    except ID3NoHeaderError:
+        return []
+
+
+def _id3_chunk_classes() -> dict[str, Callable[[], Any]]:
+    def wave() -> Any:
+        from mutagen.wave import _WaveID3
+        return _WaveID3
+
+    def aiff() -> Any:
+        from mutagen.aiff import _IFFID3
+        return _IFFID3
+
+    def dsf() -> Any:
+        from mutagen.dsf import _DSFID3
+        return _DSFID3
+
+    def dsdiff() -> Any:
+        from mutagen.dsdiff import _DSDIFFID3
+        return _DSDIFFID3
+
+    return {"WAVE": wave, "AIFF": aiff, "DSF": dsf, "DSDIFF": dsdiff}
+
+
+_ID3_CHUNK_CLASSES = _id3_chunk_classes()
+
+# --- APEv2 ---
+
+_APE = {
+    "year": "date", "track": "tracknumber", "disc": "discnumber", "album artist": "albumartist",
+    "publisher": "organization", "weblink": "website", "subtitle": "version", "ean/upc": "barcode",
+}
+
+
+def _ape_pairs(ape: Any) -> Pairs:
+    from mutagen.apev2 import BINARY
+
+    pairs: list[tuple[str, Any]] = []
+    for key, value in ape.items():
+        if value.kind == BINARY:
+            continue
+        name = _APE.get(key.lower(), key.lower())
+        pairs += [(name, str(v)) for v in value] if hasattr(value, "__iter__") else [(name, str(value))]
+    return _clean(pairs)
+
+
+def _read_ape(fileobj: Any, kind: Any) -> Pairs:
+    return _ape_of(fileobj)
+
+
+# --- Vorbis comments ---
+
+
+_VORBIS_SKIP = {"metadata_block_picture", "coverart", "coverartmime"}
+
+
+def _vorbis_pairs(comments: Any) -> Pairs:
+    if comments is None:
+        return []
+    return [(k, v) for k, v in _clean(comments) if k not in _VORBIS_SKIP]
+
+
+def _read_flac(fileobj: Any, kind: Any) -> Pairs:
+    return _vorbis_pairs(kind(fileobj).tags)
+
+
+def _read_ogg(fileobj: Any, kind: Any) -> Pairs:
+    # What OggFileType.load does, without finding the last page (the stream's length).
+    try:
+        info = kind._Info(fileobj)
+        return _vorbis_pairs(kind._Tags(fileobj, info))
+    except EOFError:
+        raise ValueError("no appropriate stream found") from None
+
+
+# --- MP4 ---
+
+
+def _mp4_names() -> dict[str, str]:
+    """EasyMP4's names: atom key -> key."""
+    from mutagen.easymp4 import EasyMP4Tags
+
+    names: dict[str, str] = {}
+    for key in EasyMP4Tags.Get:
+        easy = EasyMP4Tags()
+        try:
+            easy[key] = ["1"]
+        except Exception:
+            continue
+        for atom in easy._EasyMP4Tags__mp4:
+            names[atom.lower() if atom.startswith("----") else atom] = key
+    return names
+
+
+_MP4_EXTRA = {"\xa9wrt": "composer", "\xa9lyr": "lyrics", "\xa9too": "encoder", "cpil": "compilation"}
+
+
+def _mp4_value(atom: str, value: Any) -> str | None:
+    from mutagen.mp4 import AtomDataType, MP4Cover, MP4FreeForm
+
+    if isinstance(value, MP4Cover):
+        return None
+    if isinstance(value, MP4FreeForm):
+        if value.dataformat in (AtomDataType.UTF8, AtomDataType.IMPLICIT):
+            try:
+                return bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if value.dataformat == AtomDataType.UTF16:
+            return bytes(value).decode("utf-16-be", "replace")
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):  # trkn, disk: (number, total), as EasyMP4 gives them
+        number, total = (list(value) + [0, 0])[:2]
+        return f"{number}/{total}" if total else str(number)
+    if isinstance(value, (str, int)):
+        return str(value)
+    return None
+
+
+def _read_mp4(fileobj: Any, kind: Any) -> Pairs:
+    from mutagen.mp4 import Atoms, MP4Tags
+
+    atoms = Atoms(fileobj)
+    if not MP4Tags._can_load(atoms):
+        return []
+    tags = MP4Tags(atoms, fileobj)
+    names = _names("mp4")
+    easy: list[tuple[str, Any]] = []
+    other: list[tuple[str, Any]] = []
+    for atom, values in tags.items():
+        freeform = atom.startswith("----")
+        key = names.get(atom.lower() if freeform else atom)
+        target = easy if key else other
+        if key is None:
+            key = atom.split(":", 2)[-1].lower() if freeform else _MP4_EXTRA.get(atom, atom.lower())
+        for value in values if isinstance(values, list) else [values]:
+            text = _mp4_value(atom, value)
+            if text is not None:
+                target.append((key, text))
+    return _clean(easy + other)
+
+
+# --- ASF ---
+
+_ASF = {
+    "title": "title", "author": "artist", "wm/albumtitle": "album", "wm/albumartist": "albumartist",
+    "wm/genre": "genre", "wm/year": "date", "wm/originalreleaseyear": "originaldate",
+    "wm/tracknumber": "tracknumber", "wm/partofset": "discnumber", "wm/composer": "composer",
+    "wm/conductor": "conductor", "wm/writer": "lyricist", "wm/publisher": "organization",
+    "wm/isrc": "isrc", "wm/beatsperminute": "bpm", "wm/mood": "mood", "wm/lyrics": "lyrics",
+    "copyright": "copyright", "description": "comment", "wm/barcode": "barcode",
+    "wm/catalogno": "catalognumber", "wm/language": "language", "wm/encodedby": "encodedby",
+    "wm/contentgroupdescription": "grouping", "wm/setsubtitle": "discsubtitle",
+    "wm/subtitle": "version", "wm/albumsortorder": "albumsort", "wm/artistsortorder": "artistsort",
+    "wm/titlesortorder": "titlesort", "wm/albumartistsortorder": "albumartistsort",
+    "wm/composersortorder": "composersort", "wm/media": "media",
+    "wm/encodingsettings": "encoder",
+    "musicbrainz/track id": "musicbrainz_trackid", "musicbrainz/album id": "musicbrainz_albumid",
+    "musicbrainz/artist id": "musicbrainz_artistid",
+    "musicbrainz/album artist id": "musicbrainz_albumartistid",
+    "musicbrainz/release group id": "musicbrainz_releasegroupid",
+    "musicbrainz/release track id": "musicbrainz_releasetrackid",
+    "musicbrainz/work id": "musicbrainz_workid", "musicbrainz/trm id": "musicbrainz_trmid",
+    "musicbrainz/disc id": "musicbrainz_discid",
+    "musicbrainz/album status": "musicbrainz_albumstatus",
+    "musicbrainz/album type": "musicbrainz_albumtype",
+    "musicbrainz/album release country": "releasecountry", "musicip/puid": "musicip_puid",
+    "acoustid/id": "acoustid_id", "acoustid/fingerprint": "acoustid_fingerprint",
+}
+
+
+def _read_asf(fileobj: Any, kind: Any) -> Pairs:
+    from mutagen.asf import ASFBoolAttribute, ASFByteArrayAttribute, ASFGUIDAttribute
+
+    pairs: list[tuple[str, Any]] = []
+    for key, attribute in kind(fileobj).tags:
+        if isinstance(attribute, (ASFByteArrayAttribute, ASFGUIDAttribute)):
+            continue
+        value = attribute.value
+        text = ("1" if value else "0") if isinstance(attribute, ASFBoolAttribute) else str(value)
+        pairs.append((_ASF.get(key.lower(), key.lower()), text))
+    return _clean(pairs)
+
+
+# --- which reader for which of mutagen's file types ---
+
+_READERS: dict[str, tuple[Callable[[Any, Any], Pairs] | None, str]] = {
+    "MP3": (_read_id3_then_ape, "ID3"),
+    "TrueAudio": (_read_id3_then_ape, "ID3"),
+    "AAC": (_read_id3_then_ape, "ID3"),
+    "ID3FileType": (_read_id3_then_ape, "ID3"),
+    "WavPack": (_read_ape_then_id3, "APEv2"),
+    "Musepack": (_read_ape_then_id3, "APEv2"),
+    "MonkeysAudio": (_read_ape_then_id3, "APEv2"),
+    "OptimFROG": (_read_ape_then_id3, "APEv2"),
+    "TAK": (_read_ape_then_id3, "APEv2"),
+    "APEv2File": (_read_ape, "APEv2"),
+    "FLAC": (_read_flac, "FLAC"),
+    "OggVorbis": (_read_ogg, "Ogg Vorbis"),
+    "OggOpus": (_read_ogg, "Ogg Opus"),
+    "OggFLAC": (_read_ogg, "Ogg FLAC"),
+    "OggSpeex": (_read_ogg, "Ogg Speex"),
+    "OggTheora": (_read_ogg, "Ogg Theora"),
+    "MP4": (_read_mp4, "MP4"),
+    "ASF": (_read_asf, "ASF"),
+    "WAVE": (_read_id3_chunk, "WAV ID3"),
+    "AIFF": (_read_id3_chunk, "AIFF ID3"),
+    "DSF": (_read_id3_chunk, "DSF ID3"),
+    "DSDIFF": (_read_id3_chunk, "DSDIFF ID3"),
+    "AC3": (None, ""),
+    "SMF": (None, ""),
+}
+
+_cache: dict[str, Any] = {}
+
+
+def _kinds() -> list[Any]:
+    """mutagen's file types, as mutagen.File considers them."""
+    kinds = _cache.get("kinds")
+    if kinds is None:
+        from mutagen.aac import AAC
+        from mutagen.ac3 import AC3
+        from mutagen.aiff import AIFF
+        from mutagen.apev2 import APEv2File
+        from mutagen.asf import ASF
+        from mutagen.dsdiff import DSDIFF
+        from mutagen.dsf import DSF
+        from mutagen.flac import FLAC
+        from mutagen.id3 import ID3FileType
+        from mutagen.monkeysaudio import MonkeysAudio
+        from mutagen.mp3 import MP3
+        from mutagen.mp4 import MP4
+        from mutagen.musepack import Musepack
+        from mutagen.oggflac import OggFLAC
+        from mutagen.oggopus import OggOpus
+        from mutagen.oggspeex import OggSpeex
+        from mutagen.oggtheora import OggTheora
+        from mutagen.oggvorbis import OggVorbis
+        from mutagen.optimfrog import OptimFROG
+        from mutagen.smf import SMF
+        from mutagen.tak import TAK
+        from mutagen.trueaudio import TrueAudio
+        from mutagen.wave import WAVE
+        from mutagen.wavpack import WavPack
+
+        kinds = [MP3, TrueAudio, OggTheora, OggSpeex, OggVorbis, OggFLAC, FLAC, AIFF, APEv2File,
+                 MP4, ID3FileType, WavPack, Musepack, MonkeysAudio, OptimFROG, ASF, OggOpus, AAC,
+                 AC3, SMF, TAK, DSF, DSDIFF, WAVE]
+        kinds = [k for k in kinds if k.__name__ in _READERS]
+        _cache["kinds"] = kinds
+    return kinds
+
+
+def _names(which: str) -> Any:
+    names = _cache.get(which)
+    if names is None:
+        names = _cache[which] = _id3_names() if which == "id3" else _mp4_names()
+    return names
+
+
+# -- storing -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Todo:
+    file_id: int
+    path: bytes  # absolute, exact bytes
+    changed_at: datetime
+
+
+def pending(con: duckdb.DuckDBPyConnection, scopes: Iterable[tuple[int, str, bool]]) -> list[_Todo]:
+    """Present files in the scanned (root_id, folder, recursive) scopes whose tags are unread
+    or older than their last change: one query per scope, no per-file work when none are."""
+    todo: list[_Todo] = []
+    for root_id, prefix, recursive in scopes:
+        scope = "(? = '' OR f.dir = ? OR starts_with(f.dir, ? || '/'))" if recursive else "(? = ? AND f.dir = ?)"
+        rows = con.execute(
+            f"""
+            SELECT f.file_id, r.path, f.dir, f.name, f.raw_path, f.changed_at
+            FROM files f JOIN roots r USING (root_id)
+            WHERE f.root_id = ? AND f.status = 'present'
+              AND (f.tags_read_at IS NULL OR f.tags_read_at < f.changed_at) AND {scope}
+            ORDER BY f.file_id
+            """,
+            [root_id, prefix, prefix, prefix],
+        ).fetchall()
+        for file_id, root, folder, name, raw, changed_at in rows:
+            root_b = os.fsencode(root)
+            if raw is not None:
+                path = root_b + b"/" + raw
+            else:
+                path = root_b + b"/" + os.fsencode(f"{folder}/{name}" if folder else name)
+            todo.append(_Todo(file_id, path, changed_at))
+    return todo
+
+
+def update(
+    db: Database,
+    todo: list[_Todo],
+    workers: int | None = None,
+    on_problem: Callable[[str, str], None] | None = None,
+) -> int:
+    """Read the tags of `todo` and write them in short batches; returns how many were written.
+
+    `on_problem(path, reason)` hears each file whose tags could not be parsed."""
+    written = 0
+    batch: list[tuple[_Todo, tuple[Pairs, str | None]]] = []
+    last = time.monotonic()
+    for item, result in _read_all(todo, workers):
+        if result is None:  # vanished: the next scan marks it missing
+            continue
+        batch.append((item, result))
+        if result[1] is not None and on_problem is not None:
+            on_problem(os.fsdecode(item.path), result[1])
+        if len(batch) >= BATCH_FILES or time.monotonic() - last >= BATCH_SECONDS:
+            written += _write(db, batch)
+            batch, last = [], time.monotonic()
+    if batch:
+        written += _write(db, batch)
+    return written
+
+
+def _read_all(todo: list[_Todo], workers: int | None) -> Iterator[tuple[_Todo, Any]]:
+    cores = os.cpu_count() or 1
+    processes = min(workers or cores, cores, 8, len(todo) // CHUNK + 1)
+    if len(todo) < POOL_THRESHOLD or processes < 2:
+        for item in todo:
+            try:
+                yield item, read(item.path)
+            except Vanished:
+                yield item, None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_interrupts)
+    try:
+        for chunk, results in zip(chunks, pool.map(read_many, [[t.path for t in c] for c in chunks])):
+            yield from zip(chunk, results)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C is the coordinator's to handle: a reading process just stops with the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) -> int:
+    import pyarrow as pa
+
+    read_at = utc_now()
+    file_ids: list[int] = []
+    keys: list[str] = []
+    ordinals: list[int] = []
+    values: list[str] = []
+    for item, (pairs, _) in batch:
+        seen: dict[str, int] = {}
+        for key, value in pairs:
+            ordinal = seen.get(key, 0)
+            seen[key] = ordinal + 1
+            file_ids.append(item.file_id)
+            keys.append(key)
+            ordinals.append(ordinal)
+            values.append(value)
+    tags_arrow = pa.table({
+        "file_id": pa.array(file_ids, pa.int64()),
+        "key": pa.array(keys, pa.string()),
+        "ordinal": pa.array(ordinals, pa.int32()),
+        "value": pa.array(values, pa.string()),
+    })
+    read_arrow = pa.table({
+        "file_id": pa.array([item.file_id for item, _ in batch], pa.int64()),
+        "changed_at": pa.array([item.changed_at for item, _ in batch], pa.timestamp("us")),
+        "error": pa.array([error for _, (_, error) in batch], pa.string()),
+    })
+    first = ",\n".join(
+        f"any_value(value) FILTER (WHERE key = '{key}' AND ordinal = 0) AS {key}" for key in TEXT_COLUMNS
+    ) + "".join(
+        f",\nTRY_CAST(regexp_extract(any_value(value) FILTER (WHERE key = '{key}' AND ordinal = 0), "
+        f"'{NUMBER_PATTERN}', 1) AS INTEGER) AS {column}"
+        for column, key in NUMBER_COLUMNS.items()
+    )
+    columns = list(TEXT_COLUMNS) + list(NUMBER_COLUMNS)
+    with db.write() as con:
+        con.register("tags_arrow", tags_arrow)
+        con.register("tags_read_arrow", read_arrow)
+        try:
+            # Only files that are still as the scan left them (another scan may have changed one).
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE tag_batch AS
+                SELECT b.file_id, b.error,
+                       r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
+                       f.root_id
+                FROM tags_read_arrow b
+                JOIN files f ON f.file_id = b.file_id AND f.changed_at = b.changed_at AND f.status = 'present'
+                JOIN roots r ON r.root_id = f.root_id
+                """
+            )
+            con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM tag_batch)")
+            con.execute(
+                "INSERT INTO file_tags SELECT file_id, key, ordinal, value FROM tags_arrow "
+                "WHERE file_id IN (SELECT file_id FROM tag_batch)"
+            )
+            con.execute(
+                f"""
+                UPDATE files SET tags_read_at = ?, tags_error = u.error,
+                       {", ".join(f"{c} = u.{c}" for c in columns)}
+                FROM (
+                    SELECT b.file_id, b.error, {", ".join(f"s.{c}" for c in columns)}
+                    FROM tag_batch b
+                    LEFT JOIN (SELECT file_id, {first} FROM tags_arrow GROUP BY file_id) s USING (file_id)
+                ) u
+                WHERE files.file_id = u.file_id
+                """,
+                [read_at],
+            )
+            con.execute(
+                "DELETE FROM scan_problems WHERE starts_with(reason, 'tags: ') "
+                "AND (root_id, path) IN (SELECT (root_id, path) FROM tag_batch)"
+            )
+            con.execute(
+                "INSERT INTO scan_problems SELECT root_id, path, error, ? FROM tag_batch WHERE error IS NOT NULL",
+                [read_at],
+            )
+            written = con.execute("SELECT count(*) FROM tag_batch").fetchone()[0]
+            con.execute("DROP TABLE temp.tag_batch")
+        finally:
+            con.unregister("tags_arrow")
+            con.unregister("tags_read_arrow")
+    return written
+
+
+def record_problems_sql(scope: str) -> str:
+    """INSERT of the tag problems of present files in `scope` (a condition on `f`) whose tags
+    are current, into scan_problems: what a scan's replacement of its problems keeps."""
+    return f"""
+        INSERT INTO scan_problems
+        SELECT f.root_id,
+               r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END,
+               f.tags_error, f.tags_read_at
+        FROM files f JOIN roots r USING (root_id)
+        WHERE f.status = 'present' AND f.tags_error IS NOT NULL AND f.tags_read_at >= f.changed_at
+          AND {scope}
+    """
+
