@@ -12,6 +12,10 @@ with the catalogue:
    only for new files whose size matches a candidate with a known hash. A moved file keeps its
    row, and so its audio and features.
 4. Remaining new files are added; remaining gone files are marked missing, never deleted.
+5. Tags (catalog/tags.py) are read for the present files of the scanned folders that are new or
+   changed since their tags were last read, after the reconciliation's transaction and
+   outside it, and written in short batches of their own. An unchanged folder's files are
+   not read: a rescan of an unchanged library still reads no file contents.
 
 A root that is absent, unreadable or suddenly empty is reported as offline and left alone:
 its files are not marked missing. Folders that cannot be read are reported, and the files
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import walker
+from . import tags, walker
 from .config import Settings
 from .database import utc_now
 from .identity import head_tail_hash
@@ -106,7 +110,13 @@ def scan(
         import pyarrow  # noqa: F401
     walks = walking.result()
     with db.write() as con:
-        return _Reconcile(con, allow_empty).run(walks)
+        reconcile = _Reconcile(con, allow_empty)
+        report = reconcile.run(walks)
+        untagged = tags.pending(con, reconcile.tag_scopes)
+    if untagged:
+        tags.update(db, untagged, workers=settings.workers,
+                    on_problem=lambda path, reason: report.problems.append((path, reason)))
+    return report
 
 
 def _catalogued(db: Database, roots: list[str]) -> bool:
@@ -164,6 +174,7 @@ class _Reconcile:
         self.deferred: list[tuple[int, str]] = []  # (root_id, relpath) of files not settled yet
         self.problem_rows: list[tuple[int, str, str]] = []
         self.scanned: list[tuple[int, str]] = []  # (root_id, prefix) whose problems are replaced
+        self.tag_scopes: list[tuple[int, str, bool]] = []  # (root_id, prefix, recursive) walked
         # For each row of `seen` (by seen_id): its folder's index in `changed`, and its name.
         self.seen_folder: list[int] = []
         self.seen_names: list[bytes] = []
@@ -262,6 +273,7 @@ class _Reconcile:
             self.report.problems.append((path, problem.reason))
             self.problem_rows.append((root_id, path, problem.reason))
         self.scanned.append((root_id, prefix))
+        self.tag_scopes.append((root_id, prefix, walk.recursive))
 
         walked: set[str] = set()
         root_b = os.fsencode(root_path)
@@ -507,11 +519,21 @@ class _Reconcile:
         return moves
 
     def _record_problems(self) -> None:
+        """Replace the problems of each scanned folder (and below it) with this scan's.
+
+        Tag problems are found only when a file's tags are read, not by every scan: those of
+        files whose tags are current come back from `files.tags_error`, so that they stay
+        until the file changes (its tags are then read again, after this)."""
         for root_id, prefix in self.scanned:
             root_path = self.con.execute("SELECT path FROM roots WHERE root_id = ?", [root_id]).fetchone()[0]
+            top = _join(root_path.rstrip("/"), prefix) if prefix else root_path.rstrip("/")
             self.con.execute(
-                "DELETE FROM scan_problems WHERE root_id = ? AND starts_with(path, ?)",
-                [root_id, _join(root_path, prefix) if prefix else root_path],
+                "DELETE FROM scan_problems WHERE root_id = ? AND (path = ? OR starts_with(path, ? || '/'))",
+                [root_id, top, top],
+            )
+            self.con.execute(
+                tags.record_problems_sql("f.root_id = ? AND (? = '' OR f.dir = ? OR starts_with(f.dir, ? || '/'))"),
+                [root_id, prefix, prefix, prefix],
             )
         if self.problem_rows:
             self.con.executemany(

@@ -67,8 +67,11 @@ NUMBER_COLUMNS = {"track_number": "tracknumber", "disc_number": "discnumber"}
 # A track or disc number: digits, optionally '/total' ('3/12' is 3); anything else is NULL.
 # RE2 syntax: DuckDB applies it when tags are written.
 NUMBER_PATTERN = r"^\s*(\d+)\s*(/\s*\d*\s*)?$"
-# Below this many files, reading in this process beats starting a pool of them.
-POOL_THRESHOLD = 1500
+# Below this many files, or with fewer cores, reading in this process beats starting a pool of
+# them (each reading process costs ~0.3 s to start; on 2 busy cores a pool of 2 was slower than
+# one process even for 10,000 files).
+POOL_THRESHOLD = 4000
+POOL_MIN_CORES = 4
 # Files per task sent to a reading process, and at most this many files per write batch.
 CHUNK = 64
 BATCH_FILES = 5000
@@ -612,9 +615,10 @@ def update(
 
 
 def _read_all(todo: list[_Todo], workers: int | None) -> Iterator[tuple[_Todo, Any]]:
-    cores = os.cpu_count() or 1
-    processes = min(workers or cores, cores, 8, len(todo) // CHUNK + 1)
-    if len(todo) < POOL_THRESHOLD or processes < 2:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # One core stays with this process, which writes the batches.
+    processes = min(workers or cores, cores - 1, 8, len(todo) // CHUNK + 1)
+    if len(todo) < POOL_THRESHOLD or cores < POOL_MIN_CORES or processes < 2:
         for item in todo:
             try:
                 yield item, read(item.path)
