@@ -74,7 +74,7 @@ POOL_THRESHOLD = 4000
 POOL_MIN_CORES = 4
 # Files per task sent to a reading process, and at most this many files per write batch.
 CHUNK = 64
-BATCH_FILES = 5000
+BATCH_FILES = 20000
 # A write batch is also written once reading has gone on this long since the last one.
 BATCH_SECONDS = 2.0
 
@@ -93,12 +93,20 @@ def read(path: bytes | str) -> tuple[Pairs, str | None]:
 
     Raises Vanished when the file no longer exists."""
     try:
-        with open(path, "rb") as fileobj:
-            return _read(fileobj, os.fsdecode(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise Vanished(os.fsdecode(path)) from None
     except OSError as exc:
         return [], f"tags: cannot read the file: {exc.strerror or exc}"
+    try:
+        if not _may_hold_tags(fd):
+            return [], None
+        with open(fd, "rb", closefd=False) as fileobj:
+            return _read(fileobj, os.fsdecode(path))
+    except OSError as exc:
+        return [], f"tags: cannot read the file: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
 
 
 def read_many(paths: list[bytes]) -> list[tuple[Pairs, str | None] | None]:
@@ -110,6 +118,28 @@ def read_many(paths: list[bytes]) -> list[tuple[Pairs, str | None] | None]:
         except Vanished:
             out.append(None)
     return out
+
+
+# First bytes by which mutagen knows a container that can hold tags (mutagen.File's scores);
+# a file with none of them, and no ID3v1 or APEv2 tag at its end, is not opened by mutagen.
+_MAGIC = (b"ID3", b"fLaC", b"OggS", b"RIFF", b"FORM", b"MAC ", b"wvpk", b"MPCK", b"MP+", b"tBaK",
+          b"OFR ", b"TTA", b"DSD ", b"FRM8", b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", b"\x0b\x77",
+          b"MThd")
+
+
+def _may_hold_tags(fd: int) -> bool:
+    """Whether a file's first or last bytes show something mutagen can read tags from: the
+    cheap look that spares mutagen (and its exceptions) the files it would not recognise."""
+    header = os.pread(fd, 128, 0)
+    if header.startswith(_MAGIC) or b"ftyp" in header or b"moov" in header:
+        return True
+    if len(header) >= 2 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0:  # MPEG audio, ADTS
+        return True
+    if len(header) < 128:  # the whole file: an APEv2 tag takes 32 bytes, ID3v1 128
+        return b"APETAGEX" in header
+    size = os.fstat(fd).st_size
+    footer = header if size <= 128 else os.pread(fd, 160, max(0, size - 160))
+    return b"APETAGEX" in footer or footer[-128:-125] == b"TAG"
 
 
 def _read(fileobj: Any, name: str) -> tuple[Pairs, str | None]:
@@ -137,16 +167,18 @@ def _read(fileobj: Any, name: str) -> tuple[Pairs, str | None]:
     except Exception as exc:  # mutagen raises many kinds (struct.error and ValueError too)
         if not recognised:
             return [], None
-        return [], f"tags: {getattr(exc, 'tag_format', what)}: {_message(exc, name)}"
+        return [], f"tags: {getattr(exc, 'tag_format', what)}: {_message(exc, name, fileobj.name)}"
 
 
-def _message(exc: BaseException, name: str) -> str:
+def _message(exc: BaseException, name: str, opened_as: Any) -> str:
     """mutagen's message without the file's name (scan_problems names the file)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc)
     for form in (repr(os.fsencode(name)), repr(name), name):
         text = text.replace(form, "")
+    if text.startswith(repr(opened_as) + " "):  # mutagen names the file by its descriptor
+        text = text[len(repr(opened_as)) :]
     text = text.strip(" :")
     return text if text and text != "error" else "cannot be parsed"
 
