@@ -34,7 +34,8 @@ pairs, in their order.
 
 A file mutagen does not recognise, or recognises by its name only and cannot parse, has no tags,
 and that is no problem (a text file named .mp3, an empty .flac). A file whose first bytes say
-what it is but whose tags cannot be parsed has a problem: 'tags: ID3: ...'.
+what it is but whose tags cannot be parsed has a problem: 'tags: ID3: ...', unless the parse ran
+into the end of a file that is cut (see _cut): a truncated file is the decoder's to report.
 
 Storing (`pending`, `update`): the scanner asks for the present files of the folders it scanned
 whose `tags_read_at` is NULL or older than `changed_at` (new and changed files, those of a
@@ -164,13 +165,67 @@ def _read(fileobj: Any, name: str) -> tuple[Pairs, str | None]:
     if reader is None:
         return [], None
     recognised = best_kind.score("", fileobj, header) > 0  # by its first bytes, not its name
+    tracked = _Tracked(fileobj)
     try:
         fileobj.seek(0)
-        return _clean(reader(fileobj, best_kind)), None
+        return _clean(reader(tracked, best_kind)), None
     except Exception as exc:  # mutagen raises many kinds (struct.error and ValueError too)
-        if not recognised:
+        if not recognised or (tracked.hit_end and _cut(fileobj, best_kind.__name__)):
             return [], None
         return [], f"tags: {getattr(exc, 'tag_format', what)}: {_message(exc, name, fileobj.name)}"
+
+
+class _Tracked:
+    """A file object that notes whether a read came back short (the file ended)."""
+
+    def __init__(self, fileobj: Any) -> None:
+        self._f = fileobj
+        self.hit_end = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        if size is None or size < 0 or len(data) < size:
+            self.hit_end = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _cut(fileobj: Any, kind: str) -> bool:
+    """Whether a parse that ran into the end of the file met a cut file, not a broken tag.
+
+    A cut file is the decoder's to report (it fails as truncated); a tag that claims more than
+    its own block, in a file whose structure is whole, is a tag problem. The structure is
+    checked where it is cheap to: an ID3v2 tag's declared size, and FLAC's chain of metadata
+    block headers; for other containers, running into the end means the file is cut.
+    """
+    size = os.fstat(fileobj.fileno()).st_size
+    fileobj.seek(0)
+    head = fileobj.read(10)
+    offset = 0
+    if head[:3] == b"ID3" and len(head) == 10:
+        offset = 10 + sum((head[6 + i] & 0x7F) << (7 * (3 - i)) for i in range(4))
+        if offset > size:
+            return True
+        if kind not in ("FLAC",):
+            return False  # the ID3v2 tag lies within the file: it is the tag that is broken
+    if kind != "FLAC":
+        return True
+    fileobj.seek(offset)
+    if fileobj.read(4) != b"fLaC":
+        return True
+    position = offset + 4
+    while True:
+        fileobj.seek(position)
+        block = fileobj.read(4)
+        if len(block) < 4:
+            return True
+        position += 4 + int.from_bytes(block[1:4], "big")
+        if position > size:
+            return True
+        if block[0] & 0x80:  # the last metadata block: the chain is whole
+            return False
 
 
 def _message(exc: BaseException, name: str, opened_as: Any) -> str:

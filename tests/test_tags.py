@@ -295,10 +295,16 @@ def test_track_numbers_are_integers_or_null(tmp_path, db, settings, value, numbe
 # -- what is not a problem, and what is ------------------------------------------------------------
 
 
-def test_files_without_tags_or_unknown_to_mutagen_are_no_problem(library, db, settings):
+def test_files_without_tags_or_unknown_to_mutagen_or_cut_are_no_problem(library, db, settings, tmp_path):
     root, files = library  # soundfile's files, and broken ones: empty, text, random bytes
     encode(root / "untagged.wav", "pcm_s16le", "wav")
     (root / "odd.mka").write_bytes(b"\x1a\x45\xdf\xa3" + bytes(200))  # Matroska: mutagen has no reader
+    # Files cut inside their tags: the decoder fails them as truncated; no tag problem besides.
+    for name, keep in (("mp3-id3v2.4", 300), ("flac", 60), ("ogg-vorbis", 0.3)):
+        whole = make(tmp_path / "whole", name).read_bytes()
+        (root / "Cut" / f"cut-{name}").parent.mkdir(exist_ok=True)
+        cut = whole[: keep if isinstance(keep, int) else int(len(whole) * keep)]
+        (root / "Cut" / f"cut-{name}{Path(CONTAINERS[name][0]).suffix}").write_bytes(cut)
     report = catalog.scan(db, [str(root)], settings)
     assert report.problems == [] and report.errors == 0
     assert rows(db, "SELECT count(*) FROM scan_problems") == [(0,)]
