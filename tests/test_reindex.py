@@ -228,14 +228,17 @@ def test_gc_removes_long_missing_files_and_their_audio(library, tmp_path):
 
 def test_catalogue_of_schema_version_1_migrates_keeping_every_row(tmp_path, monkeypatch):
     path = tmp_path / "old.duckdb"
+    # A catalogue as schema version 1 made it: its tables only (today's views and scanner need
+    # later migrations), with the rows a scan of two files wrote.
     monkeypatch.setattr(migrations, "LATEST", 1)
-    monkeypatch.setattr(migrations, "VIEWS", [v for v in migrations.VIEWS if v.name.startswith("10_")])
+    monkeypatch.setattr(migrations, "VIEWS", [])
     old = catalog.Database(path)
     root = tmp_path / "Music"
-    write(root / "a.wav", sine(440, 0.5))
-    write(root / "b" / "c.flac", sine(330, 0.5))
-    settings = catalog.load_settings(db=path)
-    catalog.scan(old, [str(root)], settings)
+    with old.write() as con:
+        con.execute("INSERT INTO roots (path, added_at, last_scan_status) VALUES (?, now(), 'ok')", [str(root)])
+        for name, dir_ in (("a.wav", ""), ("c.flac", "b")):
+            con.execute("INSERT INTO files (root_id, dir, name, size, mtime_ns, dev, inode, status, first_seen, "
+                        "changed_at) VALUES (1, ?, ?, 1000, 1, 1, 1, 'present', now(), now())", [dir_, name])
     before = rows(old, "SELECT * FROM files ORDER BY file_id")
     assert rows(old, "SELECT max(version) FROM schema_version") == [(1,)]
     monkeypatch.undo()
@@ -244,7 +247,8 @@ def test_catalogue_of_schema_version_1_migrates_keeping_every_row(tmp_path, monk
     assert result.returncode == 0, result.stderr
     current = catalog.Database(path)
     assert rows(current, "SELECT max(version) FROM schema_version") == [(migrations.LATEST,)]
-    assert rows(current, "SELECT * FROM files ORDER BY file_id") == before
+    after = rows(current, "SELECT * FROM files ORDER BY file_id")
+    assert [row[: len(before[0])] for row in after] == before  # later migrations only add columns
     backup = tmp_path / "old.duckdb.bak-v1"
     assert backup.exists()
     out = subprocess.run([str(Path(MUSCAT).parent / "duckdb"), "-readonly", "-csv", str(backup), "-c",
