@@ -8,6 +8,7 @@ beside the database when that file exists.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_DB = "muscat.duckdb"
+# Where Demucs publishes its models (demucs.pretrained.ROOT_URL); `[models] demucs_url` replaces it.
+DEMUCS_URL = "https://dl.fbaipublicfiles.com/demucs/"
 # What music libraries hold: everything FFmpeg decodes that people name as audio (and the
 # video containers whose first audio stream is the music: mp4, webm).
 DEFAULT_AUDIO_EXTENSIONS = (
@@ -48,6 +51,24 @@ class Settings:
     # Seconds the GPU worker may go without finishing a batch (or waiting idle) before it is
     # taken for hung, killed and started again; what it held fails.
     gpu_timeout: float = 600.0
+    # Where `muscat models fetch` and `muscat models add` put model files, a folder per extractor
+    # (demucs without a `repo` reads `<models_dir>/demucs`).
+    models_dir: Path = field(default_factory=lambda: default_models_dir())
+    # `[models]`: where `muscat models fetch demucs` downloads from (a mirror of Demucs' files).
+    demucs_url: str = DEMUCS_URL
+
+
+def default_models_dir() -> Path:
+    """The user's data folder: $XDG_DATA_HOME/muscat/models when set, else ~/.local/share/muscat/models
+    (~/Library/Application Support/muscat/models on macOS)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        base = Path(xdg)
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path.home() / ".local" / "share"
+    return base / "muscat" / "models"
 
 
 # Top-level keys of muscat.toml, with the type each must have.
@@ -61,6 +82,12 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "gpu_worker": bool,
     "gpu_batch": int,
     "gpu_timeout": (int, float),
+    "models_dir": str,
+    "models": dict,
+}
+# Keys of the `[models]` table.
+_MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "demucs_url": str,
 }
 
 
@@ -88,6 +115,8 @@ def load_settings(db: str | os.PathLike[str] | None = None, config: str | os.Pat
         _apply(settings, _read_toml(config_path), config_path)
     if not settings.artifacts_dir.is_absolute():
         settings.artifacts_dir = db_path.parent / settings.artifacts_dir
+    if not settings.models_dir.is_absolute():
+        settings.models_dir = db_path.parent / settings.models_dir
     return settings
 
 
@@ -134,6 +163,22 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         settings.lock_timeout = float(data["lock_timeout"])
     if "max_duration" in data:
         settings.max_duration = float(data["max_duration"])
+    if "models_dir" in data:
+        if not data["models_dir"].strip():
+            raise ConfigError(f"{path}: 'models_dir' must be a folder, not an empty string")
+        settings.models_dir = Path(data["models_dir"]).expanduser()
+    for key, value in data.get("models", {}).items():
+        expected = _MODEL_KEYS.get(key)
+        if expected is None:
+            known = ", ".join(sorted(_MODEL_KEYS))
+            raise ConfigError(f"{path}: unknown key 'models.{key}' (known keys in [models]: {known})")
+        if not isinstance(value, expected):
+            raise ConfigError(f"{path}: 'models.{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+    if "demucs_url" in data.get("models", {}):
+        url = data["models"]["demucs_url"]
+        if not url.startswith(("http://", "https://", "file://")):
+            raise ConfigError(f"{path}: 'models.demucs_url' must be an http://, https:// or file:// URL, not {url!r}")
+        settings.demucs_url = url if url.endswith("/") else url + "/"
     for name, table in data.get("extractors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'extractors.{name}' must be a table ([extractors.{name}])")
