@@ -35,6 +35,9 @@ def _modules() -> list[ModuleType]:
 
 def load_extractors(settings: Settings) -> list[LoadedExtractor]:
     """All extractors with their effective parameters, probe first, then by name."""
+    from . import models
+
+    models.use(settings.models_dir)  # where model-based extractors find what `muscat models` installed
     loaded: dict[str, LoadedExtractor] = {}
     source = str(settings.config_path or "configuration")
     for module in _modules():

@@ -1,10 +1,13 @@
 """demucs: source separation into drums, bass, other and vocals, written as stem files.
 
-Models come only from a local folder (`repo`: `.th` models named `<sig>` or `<sig>-<sha8>`,
-`.yaml` bags): muscat never downloads one. `.th` files are pickles, so only the configured
-folder is read, and a file whose name carries a checksum (`<sig>-<sha256 prefix>.th`, as
-published) is verified before anything loads it. Without a usable folder, or with a file that
-fails its checksum, the extractor is unavailable (and says why); files are not marked failed.
+Models come only from a local folder: `repo` (`.th` models named `<sig>` or `<sig>-<sha8>`,
+`.yaml` bags), else `<models_dir>/demucs`, where `muscat models fetch demucs` puts Demucs'
+published files (catalog/models.py); extraction never downloads one. `.th` files are pickles, so
+only that folder is read, and a file is verified before anything loads it: against the checksum
+its name carries (`<sig>-<sha256 prefix>.th`, as published) and the sha256 muscat recorded when it
+fetched it; in muscat's own folder a `.th` with neither is refused. Without the model, or with a
+file that fails its checksum, the extractor is unavailable (and says why); files are not marked
+failed.
 
 Stems go to `<artifacts_dir>/<model>/<name>-<audio id>/<stem>.<ext>`: one folder per audio, so
 two files with the same name never share one, and names are made safe to stay inside
@@ -76,40 +79,50 @@ def _model_files(repo: Path, model: str) -> list[Path]:
     return files
 
 
-_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, per process
+def _repo(params) -> Path:  # type: ignore[no-untyped-def]
+    """The folder models are read from: `repo` when set, else muscat's models folder for demucs."""
+    from catalog.models import folder
+
+    return Path(params["repo"]).expanduser() if params["repo"] else folder("demucs")
 
 
-def _checksum_problem(files: list[Path]) -> str | None:
-    """Why a `<sig>-<sha256 prefix>.th` file is not the file its name says, if it is not.
+def _checksum_problem(files: list[Path], managed: bool = False) -> str | None:
+    """Why a model file is not the file its name (`<sig>-<sha256 prefix>.th`) or the manifest of
+    its folder says, if it is not; in muscat's own folder (`managed`), a `.th` that has neither.
 
-    `.th` models are pickles, which run code when loaded: one whose content does not match the
-    checksum in its name (damaged, or substituted) is never loaded."""
+    `.th` models are pickles, which run code when loaded: one whose content does not match
+    (damaged, or substituted) is never loaded."""
+    from catalog.models import FETCH_DEMUCS, name_checksum, recorded, recorded_problem, sha256
+
     for path in files:
-        if path.suffix != ".th" or "-" not in path.stem:
-            continue
-        expected = path.stem.rsplit("-", 1)[1].lower()
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        if key not in _verified:
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-            _verified[key] = digest.hexdigest()
-        if not _verified[key].startswith(expected):
+        expected = name_checksum(path)
+        if expected is not None and not sha256(path).startswith(expected):
             return (f"{path} is not the model its name says: the name carries checksum {expected}, the "
-                    f"content hashes to {_verified[key][:len(expected)]} (damaged or replaced; it is not "
-                    "loaded)")
+                    f"content hashes to {sha256(path)[:len(expected)]} (damaged or replaced; it is not "
+                    "loaded)" + (f": `{FETCH_DEMUCS}` fetches it again" if managed else ""))
+        problem = recorded_problem(path)
+        if problem is not None:
+            return problem + (f": `{FETCH_DEMUCS}` fetches it again" if managed else "")
+        if managed and path.suffix == ".th" and expected is None and path.name not in recorded(path.parent):
+            return (f"{path} carries no checksum and was not fetched by muscat, so it is not loaded (a model "
+                    "of your own goes in a folder of your own: set repo under [extractors.demucs])")
     return None
 
 
 def available(params):  # type: ignore[no-untyped-def]
     if params["format"] not in FORMATS:
         return f"format must be one of {', '.join(FORMATS)}, not {params['format']!r}"
+    repo = _repo(params)
     if not params["repo"]:
-        return ("no local model folder: set repo under [extractors.demucs] to a folder of .th models "
-                "and .yaml bags (muscat never downloads models)")
-    repo = Path(params["repo"]).expanduser()
+        from catalog.models import FETCH_DEMUCS, NotInstalled
+
+        files = _model_files(repo, params["model"]) if repo.is_dir() else []
+        if not files:
+            fetch = FETCH_DEMUCS + ("" if params["model"] == EXTRACTOR.params["model"] else f" --model {params['model']}")
+            return NotInstalled(f"model {params['model']!r} is not installed in {repo}: `{fetch}` downloads it "
+                                "(or set repo under [extractors.demucs] to a folder of .th models and .yaml bags)",
+                                command=fetch)
+        return _checksum_problem(files, managed=True)
     if not repo.is_dir():
         return f"the model folder {repo} does not exist"
     files = _model_files(repo, params["model"])
@@ -120,10 +133,18 @@ def available(params):  # type: ignore[no-untyped-def]
 
 
 def weights_fingerprint(params):  # type: ignore[no-untyped-def]
+    """The model files' identity, whichever folder holds them: a `.th` whose name carries its
+    checksum by name and size (fetching it again, or copying the folder, changes nothing), a bag's
+    `.yaml` by its content, any other file by name, size and modification time."""
     digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(_model_files(Path(params["repo"]).expanduser(), params["model"])):
+    for path in sorted(_model_files(_repo(params), params["model"])):
         st = path.stat()
-        digest.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        if path.suffix == ".yaml":
+            digest.update(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()};".encode())
+        elif path.suffix == ".th" and "-" in path.stem:
+            digest.update(f"{path.name}:{st.st_size};".encode())
+        else:
+            digest.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     return digest.hexdigest()
 
 
@@ -177,7 +198,11 @@ def load_model(params, device: str):  # type: ignore[no-untyped-def]
     from demucs.apply import BagOfModels
     from demucs.pretrained import get_model
 
-    model = get_model(params["model"], repo=Path(params["repo"]).expanduser())
+    repo = _repo(params)
+    problem = _checksum_problem(_model_files(repo, params["model"]), managed=not params["repo"])
+    if problem is not None:  # checked again just before unpickling: files may have changed since
+        raise ValueError(problem)
+    model = get_model(params["model"], repo=repo)
     members = list(model.models) if isinstance(model, BagOfModels) else [model]
     weights = model.weights if isinstance(model, BagOfModels) else [[1.0] * len(model.sources)]
     return Separation(members, weights, device)

@@ -1,9 +1,10 @@
 """drums: drum transcription with ADTOF's published architecture, from the user's weights file.
 
 ADTOF cannot be installed from a registry and its weights are non-commercial: users bring the
-checkpoint that ADTOF's PyTorch port writes (a dict with `model_weights` and `model_info`), and it
-is loaded with strict key matching. A missing file makes the extractor unavailable: random
-weights are never used in its place.
+checkpoint that ADTOF's PyTorch port writes (a dict with `model_weights` and `model_info`):
+`weights` names it, else the one `muscat models add drums PATH` put in muscat's models folder
+(verified against the sha256 recorded then). It is loaded with strict key matching. A missing file
+makes the extractor unavailable: random weights are never used in its place.
 
 Front end on the device (torch.stft and a log-spaced filterbank; the CPU runs the same code):
 44.1 kHz mono, n_fft 2048, hop 441 (100 frames/s), 84 triangular bands (12 per octave,
@@ -111,29 +112,67 @@ def load(path: str, device: str):  # type: ignore[no-untyped-def]
     if not isinstance(checkpoint, dict) or "model_weights" not in checkpoint:
         raise ValueError(f"{path} is not an ADTOF checkpoint (no model_weights in it)")
     model = build_model(filterbank().shape[1])
+    state = checkpoint["model_weights"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an ADTOF checkpoint (its model_weights is no state dict)")
+    wanted = model.state_dict()
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in state if k not in wanted]
+    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(wanted[k].shape)}" for k in wanted
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(wanted[k].shape)]
+    mismatches = [f"{label}: {_some(keys)}" for label, keys in
+                  (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)) if keys]
+    if mismatches:
+        raise ValueError(f"{path} does not match ADTOF's architecture: {'; '.join(mismatches)}")
     try:
-        model.load_state_dict(checkpoint["model_weights"], strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{path} does not match ADTOF's architecture: {exc}") from None
     return model.to(device).eval(), torch.from_numpy(filterbank()).to(device)
 
 
+def _some(keys: list[str], shown: int = 8) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _weights(params) -> Path | None:  # type: ignore[no-untyped-def]
+    """The checkpoint: `weights` when set, else the one `muscat models add drums` installed."""
+    from catalog.models import added
+
+    return Path(params["weights"]).expanduser() if params["weights"] else added("drums")
+
+
 def available(params):  # type: ignore[no-untyped-def]
+    from catalog.models import ADD_DRUMS, NotInstalled, recorded_problem
+
+    path = _weights(params)
+    if path is None:
+        return NotInstalled("no weights file: ADTOF's weights are non-commercial and cannot come with muscat; "
+                            f"`{ADD_DRUMS}` installs ADTOF's PyTorch checkpoint (`muscat models` says where it "
+                            "is published), or set weights under [extractors.drums]", command=ADD_DRUMS)
+    if not path.is_file():
+        return f"the weights file {path} does not exist" + ("" if params["weights"] else f": `{ADD_DRUMS}` again")
     if not params["weights"]:
-        return "no weights file: set weights under [extractors.drums] to ADTOF's PyTorch checkpoint"
-    if not Path(params["weights"]).expanduser().is_file():
-        return f"the weights file {params['weights']} does not exist"
+        problem = recorded_problem(path)
+        if problem is not None:
+            return f"{problem}: `{ADD_DRUMS}` again"
     if len(params["thresholds"]) != len(CLASSES):
         return f"thresholds needs {len(CLASSES)} values ({', '.join(CLASSES)})"
     return None
 
 
 def weights_fingerprint(params):  # type: ignore[no-untyped-def]
-    return hashlib.blake2b(Path(params["weights"]).expanduser().read_bytes(), digest_size=8).hexdigest()
+    return hashlib.blake2b(_weights(params).read_bytes(), digest_size=8).hexdigest()
 
 
 def load_model(params, device: str):  # type: ignore[no-untyped-def]
-    return load(str(Path(params["weights"]).expanduser()), device)
+    from catalog.models import recorded_problem
+
+    path = _weights(params)
+    problem = None if path is None or params["weights"] else recorded_problem(path)
+    if path is None or problem is not None:  # checked again just before loading: files may have changed
+        raise ValueError(problem or "no weights file")
+    return load(str(path), device)
 
 
 def prepare(audio, params, info):  # type: ignore[no-untyped-def]

@@ -18,6 +18,13 @@ from catalog.integrity import violations  # noqa: E402
 MUSCAT = Path(sys.executable).parent / "muscat"
 
 
+@pytest.fixture(autouse=True)
+def own_models_dir(tmp_path_factory, monkeypatch):
+    """Each test its own user data folder: models a developer fetched for real (into
+    ~/.local/share/muscat/models) never reach a test, nor a test's models the next test."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture
 def library(tmp_path: Path) -> tuple[Path, dict[str, list[Path]]]:
     root = tmp_path / "Music"

@@ -41,7 +41,7 @@ def separate(repo: Path, source: Path, artifacts: Path, **overrides):
 def test_unavailable_without_a_model_folder_and_nothing_fails(tmp_path, repo):
     db = tmp_path / "c.duckdb"
     listing = {e["name"]: e for e in json.loads(run_muscat("extractors", "--json", db=db).stdout)}
-    assert listing["demucs"]["available"] is False and "no local model folder" in listing["demucs"]["reason"]
+    assert listing["demucs"]["available"] is False and "is not installed" in listing["demucs"]["reason"]
     for toml, reason in [(f'repo = "{tmp_path}/nowhere"', "does not exist"),
                          (f'repo = "{repo}"\nmodel = "htdemucs_ft"', "is not in")]:
         (tmp_path / "muscat.toml").write_text(f"[extractors.demucs]\n{toml}\n")
