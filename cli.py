@@ -503,7 +503,7 @@ def gc(obj: Context, dry_run: bool, older_than: float, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print [{area, ok, what, fix}] as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print [{area, ok, what, fix, state}] as JSON (state: ok, off, fail).")
 @click.pass_obj
 def doctor(obj: Context, as_json: bool) -> None:
     """Check the catalogue and its surroundings, and say how to fix what is wrong.
@@ -511,7 +511,9 @@ def doctor(obj: Context, as_json: bool) -> None:
     The catalogue: it opens, its schema is current, its invariants hold (no row twice, every
     ok result complete, recorded stems on disk whole), no leftovers of killed writes. Around
     it: decoders (MP3, M4A), the configured device, each extractor's model files, inotify
-    limits for `watch`, free disk space. Exit status 1 when something is wrong.
+    limits for `watch`, free disk space. Exit status 1 when something is wrong (a FAIL line); an
+    optional model that is not installed is an `off` line with the command that gets it, and so
+    is a catalogue not created yet: a fresh install exits 0.
     """
     from catalog import formatting
     from catalog.doctor import doctor as run_checks
@@ -521,10 +523,129 @@ def doctor(obj: Context, as_json: bool) -> None:
         click.echo(formatting.to_json([f.to_json() for f in findings]))
     else:
         for finding in findings:
-            click.echo(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.area}: {finding.what}")
+            label = {"ok": "ok  ", "off": "off ", "fail": "FAIL"}[finding.state]
+            click.echo(f"{label}  {finding.area}: {finding.what}")
             if finding.fix:
-                click.echo(f"      fix: {finding.fix}")
+                click.echo(f"      {'get it' if finding.off else 'fix'}: {finding.fix}")
     sys.exit(EXIT_OK if all(f.ok for f in findings) else EXIT_SOME_FAILED)
+
+
+@main.group("models", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a list of {extractor, files: [{name, path, present, verified, bytes}], licence, source}.")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """Model files per extractor: where muscat looks for them, whether each is present and
+    verified (size, sha256), their licence, and the command that gets them.
+
+    \b
+      muscat models fetch demucs         download Demucs' published model (htdemucs_ft: ~320 MiB)
+      muscat models add drums PATH       install your copy of ADTOF's checkpoint
+
+    Exit status 1 when a file is there but fails its check (damaged or replaced).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from catalog import formatting
+    from catalog.models import listing
+
+    entries = listing(ctx.obj.settings)
+    if as_json:
+        click.echo(formatting.to_json(entries))
+    else:
+        for entry in entries:
+            if entry is not entries[0]:
+                click.echo("")
+            state = "ready" if entry["ready"] else ("switched off" if not entry["enabled"] else "not ready")
+            model = f" {entry['model']}" if entry.get("model") else ""
+            click.echo(f"{entry['extractor']}{model}: {state}" + (f" ({entry['reason']})" if entry["reason"] else ""))
+            if entry["folder"]:
+                click.echo(f"  folder   {entry['folder']}")
+            for f in entry["files"]:
+                status = ("verified" if f["verified"] else f["problem"] or "present (no checksum to check)") \
+                    if f["present"] else "missing"
+                size = f"{f['bytes'] / 2**20:,.1f} MiB" if f["bytes"] is not None else "-"
+                click.echo(f"  file     {f['name']}  {size}  {status}")
+            click.echo(f"  licence  {entry['licence']}")
+            click.echo(f"  source   {entry['source']}")
+            if entry["command"] and not entry["ready"]:
+                click.echo(f"  get it   {entry['command']}")
+    broken = any(f["present"] and f["problem"] for entry in entries for f in entry["files"])
+    sys.exit(EXIT_SOME_FAILED if broken else EXIT_OK)
+
+
+def _download_progress() -> Callable[[str, int, int | None], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def show(name: str, done: int, total: int | None) -> None:
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(desc=name, total=total, initial=done, unit="B", unit_scale=True,
+                                    unit_divisor=1024, file=sys.stderr, dynamic_ncols=True, leave=False)
+        bar.total = total
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+
+    return show
+
+
+@models.command("fetch")
+@click.argument("name", metavar="NAME")
+@click.option("--model", metavar="MODEL", help="Which model (default: model under [extractors.demucs], htdemucs_ft).")
+@click.option("--json", "as_json", is_flag=True, help="Print {extractor, model, folder, files, downloaded_bytes}.")
+@click.pass_obj
+def models_fetch(obj: Context, name: str, model: str | None, as_json: bool) -> None:
+    """Download an extractor's published model files, verify each, and install them where the
+    extractor reads them (demucs: `repo` when set, else <models_dir>/demucs).
+
+    Files already there are verified, not downloaded again; an interrupted download resumes. A
+    file that fails its checksum is deleted (exit status 2); without network the message lists
+    the URLs to fetch by hand and the folder to put them in. Only `muscat models fetch` ever
+    downloads: `extract` and `watch` never do.
+    """
+    from catalog import formatting
+    from catalog.models import fetch
+
+    report = fetch(obj.settings, name, model, progress=_download_progress(),
+                   log=None if as_json else (lambda message: click.echo(message, err=True)))
+    if as_json:
+        click.echo(formatting.to_json(report.to_json()))
+        return
+    downloaded = report.downloaded_bytes
+    click.echo(f"{report.extractor} {report.model}: {len(report.files)} files in {report.folder}, all verified"
+               + (f"; {downloaded / 2**20:,.1f} MiB downloaded" if downloaded else "; nothing to download"))
+
+
+@models.command("add")
+@click.argument("name", metavar="NAME")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print {extractor, path, sha256, bytes, source}.")
+@click.pass_obj
+def models_add(obj: Context, name: str, path: str, as_json: bool) -> None:
+    """Install a model file you have (drums: the checkpoint of ADTOF's PyTorch port, which its
+    licence lets no one else ship), after checking that it loads strictly into the architecture.
+
+    It is copied into <models_dir>/drums with its sha256 recorded; drums then uses it unless
+    `weights` under [extractors.drums] names another file. A mismatch names the missing and
+    unexpected keys (exit status 2).
+    """
+    from catalog import formatting
+    from catalog.models import add
+
+    result = add(obj.settings, name, path)
+    if as_json:
+        click.echo(formatting.to_json(result))
+        return
+    click.echo(f"{result['extractor']}: added {result['path']} ({result['bytes'] / 2**20:,.1f} MiB, sha256 "
+               f"{result['sha256'][:16]}...)")
+    if result["overridden_by"]:
+        _warn(f"[extractors.{result['extractor']}] weights = {result['overridden_by']!r} is used instead: "
+              "remove it to use this one")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ Checks, each a Finding with a fix a person can act on:
   recorded artifacts are on disk whole, no leftover temporary files of interrupted writes;
 - decoders: libsndfile (WAV, AIFF, FLAC) and FFmpeg through PyAV (everything else);
 - devices: the configured --device exists; room in /dev/shm for the GPU worker's transfers;
-- models: every switched-on extractor can run (weights and model folders in place);
+- models: every switched-on extractor can run (weights and model folders in place); an optional
+  model that is not installed is `off`, with the command that gets it (`muscat models`), and
+  only what is configured and broken (a missing file, a checksum that no longer matches, a
+  checkpoint that does not load) fails. No catalogue yet is `off` too: a fresh install passes.
 - watching: inotify limits against the number of folders in the catalogue;
 - disk: free space where the catalogue and the artifacts live.
 """
@@ -40,12 +43,25 @@ DEFAULT_INTEGRITY_FIX = ("this should never happen: keep a copy of the catalogue
 @dataclass
 class Finding:
     area: str  # catalogue | decoders | devices | models | watching | disk
-    ok: bool
+    ok: bool  # false only for what is wrong (state "fail")
     what: str
     fix: str | None = None
+    # "off": nothing wrong, something optional not there (a model not installed, no catalogue yet);
+    # `fix` says how to get it. It does not count against the exit status.
+    off: bool = False
+
+    @property
+    def state(self) -> str:
+        return "off" if self.off else ("ok" if self.ok else "fail")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        del found["off"]
+        return {**found, "state": self.state}
+
+
+def off(area: str, what: str, fix: str) -> Finding:
+    return Finding(area, True, what, fix, off=True)
 
 
 def doctor(db: Database, settings: Settings) -> list[Finding]:
@@ -69,8 +85,8 @@ def _catalogue(db: Database, settings: Settings) -> list[Finding]:
     from .maintenance import leftover_temporaries
 
     if not db.path.exists():
-        return [Finding("catalogue", False, f"there is no catalogue at {db.path}",
-                        "run `muscat scan FOLDER` or `muscat watch FOLDER` to create it, or pass --db")]
+        return [off("catalogue", f"there is no catalogue at {db.path} yet",
+                    "run `muscat scan FOLDER` or `muscat watch FOLDER` to create it, or pass --db")]
     try:
         if migrations.needs_upgrade(db):
             return [Finding("catalogue", False, f"{db.path} has an older schema than this muscat",
@@ -183,12 +199,28 @@ def _models(settings: Settings) -> list[Finding]:
         loaded = load_extractors(settings)
     except MuscatError as exc:
         return [Finding("models", False, str(exc), f"correct {settings.config_path or 'muscat.toml'}")]
+    from .models import NotInstalled
+
     findings = []
+    by_name = {e.name: e for e in loaded}
     for extractor in loaded:
         if not extractor.enabled:
             continue
+        reason = extractor.unavailable_reason
+        waits_for = [n for n in extractor.declaration.needs if n in by_name and (
+            not by_name[n].enabled or isinstance(by_name[n].unavailable_reason, NotInstalled))]
         if extractor.available:
             findings.append(Finding("models", True, f"{extractor.name} can run"))
+        elif isinstance(reason, NotInstalled):
+            findings.append(off("models", f"{extractor.name} is off: {reason}",
+                                f"`{reason.command}`, or switch it off with enabled = false under "
+                                f"[extractors.{extractor.name}]; `muscat models` lists what each model needs"))
+        elif waits_for:
+            needed = by_name[waits_for[0]]
+            findings.append(off(
+                "models", f"{extractor.name} is off: it needs {needed.name}, which is "
+                + ("switched off" if not needed.enabled else "not installed"),
+                f"switch {needed.name} on" if not needed.enabled else f"`{needed.unavailable_reason.command}`"))
         else:
             findings.append(Finding(
                 "models", False, f"{extractor.name} cannot run: {extractor.unavailable_reason}",
