@@ -453,6 +453,11 @@ def reindex(obj: Context, dry_run: bool, only: str | None, workers: int | None, 
     from catalog import formatting
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    if names:  # an extractor that cannot run: exit 2 with the reason, before anything else
+        from catalog.extraction import select_extractors
+        from catalog.registry import load_extractors
+
+        select_extractors(load_extractors(obj.settings), names)
     summary = catalog.stale_summary(obj.database(), obj.settings, names, workers)
     if as_json and dry_run:
         click.echo(formatting.to_json(summary))

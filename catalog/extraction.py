@@ -70,6 +70,10 @@ def select_extractors(loaded: list[LoadedExtractor], only: list[str] | None) -> 
     for name in only or []:
         if name not in by_name:
             raise MuscatError(f"--only: no extractor named '{name}' (known: {', '.join(sorted(by_name))})")
+        if not by_name[name].enabled:
+            raise MuscatError(f"--only: {name} is switched off (enabled = false under [extractors.{name}])")
+        if not by_name[name].available:
+            raise MuscatError(f"--only: {name} cannot run: {by_name[name].unavailable_reason}")
     chosen = [
         e for e in loaded
         if e.name != PROBE and e.runnable and (not only or e.name in only)

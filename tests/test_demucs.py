@@ -49,7 +49,9 @@ def test_unavailable_without_a_model_folder_and_nothing_fails(tmp_path, repo):
         assert entry["available"] is False and reason in entry["reason"]
     write(tmp_path / "Music" / "a.wav", sine(440, 1.0))
     run_muscat("scan", str(tmp_path / "Music"), db=db)
-    result = run_muscat("extract", "--only", "demucs", "--json", db=db)
+    named = run_muscat("extract", "--only", "demucs", db=db)  # asked for by name: exit 2, the reason
+    assert named.returncode == 2 and "demucs cannot run" in named.stderr and "is not in" in named.stderr
+    result = run_muscat("extract", "--only", "loudness", "--json", db=db)
     assert result.returncode == 0 and json.loads(result.stdout)["failed"] == 0
     assert rows(catalog.Database(db), "SELECT count(*) FROM pending WHERE extractor = 'demucs'") == [(0,)]
 
@@ -235,5 +237,5 @@ def test_model_files_that_fail_their_checksum_are_never_loaded(tmp_path, repo):
     write(tmp_path / "Music" / "a.wav", sine(440, 1.0))
     run_muscat("scan", str(tmp_path / "Music"), db=db)
     result = run_muscat("extract", "--only", "demucs", "--json", db=db)
-    assert result.returncode == 0 and json.loads(result.stdout)["failed"] == 0
+    assert result.returncode == 2 and "is not the model its name says" in result.stderr
     assert rows(catalog.Database(db), "SELECT count(*) FROM runs WHERE extractor = 'demucs'") == [(0,)]
