@@ -124,6 +124,23 @@ def scan(obj: Context, paths: tuple[str, ...], as_json: bool, allow_empty: bool)
     sys.exit(_print_scan(report, as_json))
 
 
+def _executor_options(command: Callable) -> Callable:
+    """--executor and --ray-address, for the commands that extract."""
+    command = click.option("--ray-address", metavar="ADDRESS",
+                           help="The Ray cluster to use (default: [ray] address in muscat.toml, else $RAY_ADDRESS, "
+                                "else a local Ray for the run).")(command)
+    return click.option("--executor", type=click.Choice(["local", "ray"]),
+                        help="Where extraction runs: worker processes here, or a Ray cluster (default: executor in "
+                             "muscat.toml, else local).")(command)
+
+
+def _apply_executor(settings: catalog.Settings, executor: str | None, ray_address: str | None) -> None:
+    if executor:
+        settings.executor = executor
+    if ray_address:
+        settings.ray_address = ray_address
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--no-extract", is_flag=True, help="Only keep the catalogue of files up to date; extract nothing.")
@@ -138,9 +155,11 @@ def scan(obj: Context, paths: tuple[str, ...], as_json: bool, allow_empty: bool)
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="auto, cpu, cuda, cuda:N, ...: where GPU extractors run (several, comma-separated: a "
                    "GPU worker on each).")
+@_executor_options
 @click.pass_obj
 def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float, poll: bool,
-          poll_interval: float, full_rescan: float, workers: int | None, device: str) -> None:
+          poll_interval: float, full_rescan: float, workers: int | None, device: str, executor: str | None,
+          ray_address: str | None) -> None:
     """Scan folders, then follow their changes and extract new audio, until Ctrl-C or SIGTERM.
 
     New, changed, moved and deleted files reach the catalogue within seconds; files still
@@ -156,6 +175,7 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
 
     settings = obj.settings
     settings.device = _device_option(device)
+    _apply_executor(settings, executor, ray_address)
     database = obj.database()
     status_line = sys.stderr.isatty()
 
@@ -167,7 +187,7 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
     engine = None if no_extract else catalog.Engine(database, settings, keep_results_when_locked=True,
                                                         halt_when_out_of_space=False)
     if engine is not None:
-        engine.size = workers or settings.workers
+        engine.size = workers
     watcher = catalog.Watcher(database, settings, list(paths), settle=settle, poll=poll,
                               poll_interval=poll_interval, full_rescan=full_rescan, engine=engine, log=log)
     stopping = threading.Event()
@@ -322,18 +342,22 @@ def _one_device(value: str) -> str:
 @click.option("--retry-failed", is_flag=True, help="Also retry runs that failed before.")
 @click.option("--stale", is_flag=True, help="Also recompute stale results (see `muscat reindex`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+@_executor_options
 @click.pass_obj
 def extract(obj: Context, only: str | None, device: str, workers: int | None, retry_failed: bool,
-            stale: bool, as_json: bool) -> None:
+            stale: bool, as_json: bool, executor: str | None, ray_address: str | None) -> None:
     """Compute pending features: decode each file once, identify its audio, run what is missing.
 
     Audio that was already analysed (a copy, a retagged file) is not analysed again. Failures
     are recorded with their error (see the `failed` view) and the rest goes on; the exit status
     is then 1. Ctrl-C stops: finished results are kept, work in progress is redone next time.
     On a GPU, one GPU worker holds the models and batches the windows of all files in flight
-    (`gpu_worker` and `gpu_batch` in muscat.toml).
+    (`gpu_worker` and `gpu_batch` in muscat.toml). With --executor ray, the work runs on a Ray
+    cluster whose nodes mount the library and artifacts_dir under the same paths (README: Many
+    machines); this process stays the only writer of the catalogue.
     """
     obj.settings.device = _device_option(device)
+    _apply_executor(obj.settings, executor, ray_address)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     _run_extraction(obj, names, workers, retry_failed, stale, as_json)
 
@@ -342,6 +366,12 @@ def _run_extraction(obj: Context, names: list[str] | None, workers: int | None, 
                     stale: bool, as_json: bool) -> None:
     from catalog import formatting
 
+    import signal
+
+    def terminate(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as Ctrl-C does: results kept, workers (and actors) gone
+
+    signal.signal(signal.SIGTERM, terminate)
     bar = _progress_bar("extracting", "file")
     try:
         report = catalog.extract(obj.database(), obj.settings, only=names, workers=workers,

@@ -56,6 +56,12 @@ class Settings:
     models_dir: Path = field(default_factory=lambda: default_models_dir())
     # `[models]`: where `muscat models fetch demucs` downloads from (a mirror of Demucs' files).
     demucs_url: str = DEMUCS_URL
+    # Where extraction runs: "local" (worker processes here) or "ray" (catalog/ray_executor.py).
+    executor: str = "local"
+    # `[ray]`: the cluster (`--ray-address`, else this, else $RAY_ADDRESS, else a local Ray for
+    # the run), and how often a file may lose its worker before it is recorded as failed.
+    ray_address: str | None = None
+    ray_max_attempts: int = 3
 
 
 def default_models_dir() -> Path:
@@ -84,6 +90,14 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "gpu_timeout": (int, float),
     "models_dir": str,
     "models": dict,
+    "executor": str,
+    "ray": dict,
+}
+EXECUTORS = ("local", "ray")
+# Keys of the `[ray]` table.
+_RAY_KEYS: dict[str, type | tuple[type, ...]] = {
+    "address": str,
+    "max_attempts": int,
 }
 # Keys of the `[models]` table.
 _MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -167,22 +181,41 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
         if not data["models_dir"].strip():
             raise ConfigError(f"{path}: 'models_dir' must be a folder, not an empty string")
         settings.models_dir = Path(data["models_dir"]).expanduser()
-    for key, value in data.get("models", {}).items():
-        expected = _MODEL_KEYS.get(key)
-        if expected is None:
-            known = ", ".join(sorted(_MODEL_KEYS))
-            raise ConfigError(f"{path}: unknown key 'models.{key}' (known keys in [models]: {known})")
-        if not isinstance(value, expected):
-            raise ConfigError(f"{path}: 'models.{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+    _check_table(path, data, "models", _MODEL_KEYS)
     if "demucs_url" in data.get("models", {}):
         url = data["models"]["demucs_url"]
         if not url.startswith(("http://", "https://", "file://")):
             raise ConfigError(f"{path}: 'models.demucs_url' must be an http://, https:// or file:// URL, not {url!r}")
         settings.demucs_url = url if url.endswith("/") else url + "/"
+    if "executor" in data:
+        if data["executor"] not in EXECUTORS:
+            raise ConfigError(f"{path}: 'executor' must be one of {', '.join(EXECUTORS)}, not {data['executor']!r}")
+        settings.executor = data["executor"]
+    ray = _check_table(path, data, "ray", _RAY_KEYS)
+    if "address" in ray:
+        settings.ray_address = ray["address"] or None
+    if "max_attempts" in ray:
+        if ray["max_attempts"] < 1:
+            raise ConfigError(f"{path}: 'ray.max_attempts' must be at least 1")
+        settings.ray_max_attempts = ray["max_attempts"]
     for name, table in data.get("extractors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: 'extractors.{name}' must be a table ([extractors.{name}])")
         settings.extractors[name] = table
+
+
+def _check_table(path: Path, data: dict[str, Any], table: str,
+                 keys: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """The `[table]` of the file (empty when absent), its keys known and of the right types."""
+    values = data.get(table, {})
+    for key, value in values.items():
+        expected = keys.get(key)
+        if expected is None:
+            known = ", ".join(sorted(keys))
+            raise ConfigError(f"{path}: unknown key '{table}.{key}' (known keys in [{table}]: {known})")
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise ConfigError(f"{path}: '{table}.{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+    return values
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:

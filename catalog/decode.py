@@ -51,7 +51,8 @@ class TooLong(Exception):
 
 @dataclass
 class Audio:
-    """Decoded audio of one file, with analysis views made on first use and kept."""
+    """Decoded audio of one file, with analysis views made on first use and kept. Extractors
+    read it; what they make they return (catalog/extractor.py: Made)."""
 
     path: str
     sample_rate: int
@@ -63,16 +64,6 @@ class Audio:
     audio_id: str  # see the module's docstring: "pcm" or "packets" rule
     samples: np.ndarray | None  # float32 [frames, channels]; None when too long to hold
     max_seconds: float
-    # Upstream results available to the extractor being run: name -> 'name:version:params_hash'.
-    inputs: dict[str, str] = field(default_factory=dict)
-    # Their files, by upstream name and kind ('stem:bass' -> path).
-    input_artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
-    # Arrays an extractor left for those after it in the same job (demucs: the stems).
-    derived: dict[str, Any] = field(default_factory=dict)
-    # Files the extractor being run produced: (kind, format, path, bytes).
-    artifacts: list[tuple[str, str, str, int]] = field(default_factory=list)
-    artifacts_dir: str = ""
-    device: str = "auto"  # for GPU extractors: see catalog/devices.py
     id_rule: str = "pcm"  # how audio_id was made: "pcm" (decoded samples) or "packets"
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -80,7 +71,8 @@ class Audio:
     def duration(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
-    def _whole(self) -> np.ndarray:
+    def whole(self) -> np.ndarray:
+        """The samples as decoded, float32 [frames, channels] (refused when too long to hold)."""
         if self.samples is None:
             raise TooLong(
                 f"{self.duration:.0f} s is longer than max_duration ({self.max_seconds:.0f} s); "
@@ -91,7 +83,7 @@ class Audio:
     def mono(self) -> np.ndarray:
         """Mono at 44.1 kHz, float32 (what Essentia's algorithms expect)."""
         if "mono" not in self._cache:
-            whole = self._whole()
+            whole = self.whole()
             mixed = whole[:, 0] if whole.shape[1] == 1 else whole.sum(axis=1, dtype=np.float32) / whole.shape[1]
             self._cache["mono"] = resample(mixed, self.sample_rate, ANALYSIS_RATE)
         return self._cache["mono"]
@@ -99,7 +91,7 @@ class Audio:
     def stereo(self) -> np.ndarray:
         """[frames, 2] at 44.1 kHz; a mono file is [m, 0] (a duplicate would read 3 dB loud)."""
         if "stereo" not in self._cache:
-            whole = self._whole()
+            whole = self.whole()
             if whole.shape[1] == 2 and self.sample_rate == ANALYSIS_RATE:
                 self._cache["stereo"] = whole  # already what is asked: no copy
                 return whole
@@ -112,28 +104,6 @@ class Audio:
                 )
             self._cache["stereo"] = np.ascontiguousarray(pair, dtype=np.float32)
         return self._cache["stereo"]
-
-
-    def stems_mono(self, upstream: str, kinds: tuple[str, ...]) -> np.ndarray | None:
-        """The sum of some stems of an upstream extractor, mono at 44.1 kHz, if it gave them."""
-        if upstream not in self.inputs:
-            return None
-        key = f"stems:{upstream}:{','.join(kinds)}"
-        if key not in self._cache:
-            arrays, rate = self.derived.get(upstream), None
-            if arrays is not None:  # separated in this job: still in memory
-                parts, rate = [arrays["stems"][k] for k in kinds], arrays["sample_rate"]
-            else:
-                import soundfile as sf
-
-                parts = []
-                for kind in kinds:
-                    data, rate = sf.read(self.input_artifacts[upstream][f"stem:{kind}"], dtype="float32",
-                                         always_2d=True)
-                    parts.append(data)
-            mixed = np.sum([p.mean(axis=1) for p in parts], axis=0).astype(np.float32)
-            self._cache[key] = resample(mixed, rate, ANALYSIS_RATE)
-        return self._cache[key]
 
 
 def resample(signal: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -269,7 +239,8 @@ def _decode_ffmpeg(path: str, size: int, max_seconds: float) -> Audio:
         except av.error.FFmpegError as exc:
             from . import cuts
 
-            raise DecodeError(cuts.container_overrun(path, size) or f"not a readable audio file ({_reason(exc)})") \
+            named = path.rpartition(".")[2].lower() if "." in os.path.basename(path) else "audio"
+            raise DecodeError(cuts.container_overrun(path, size) or f"not a readable {named} file ({_reason(exc)})") \
                 from None
         with container:
             return _decode_stream(container, path, size, max_seconds)

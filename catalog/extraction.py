@@ -1,8 +1,9 @@
 """Running pending work: `muscat extract`.
 
-The coordinator (this module) plans jobs from the catalogue, hands them to CPU worker processes
-(catalog/workers.py), decides for each newly identified audio what it still needs, and passes
-finished results to the one writer (catalog/writer.py).
+The coordinator (this module) plans jobs from the catalogue, hands them to an executor (worker
+processes here, catalog/local_executor.py, or a Ray cluster, catalog/ray_executor.py), decides
+for each newly identified audio what it still needs, and passes finished results to the one
+writer (catalog/writer.py). They speak the run protocol of catalog/protocol.py.
 
 - A job is a file: decoded once, its samples given to every extractor it needs.
 - Files that were never probed (or changed since) are identified first; audio that the catalogue
@@ -17,22 +18,21 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from multiprocessing.connection import wait
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Settings
 from .database import utc_now
-from .devices import split
 from .errors import MuscatError
+from .executor import make_executor
 from .extractor import LoadedExtractor
+from .protocol import (Changed, Done, Event, Identified, Job, NoSpace, Rekeyed, Result, RunThese, Unreadable,
+                       Vanished, WorkerLost)
 from .registry import PROBE, load_extractors
-from .workers import Job, Worker
 from .writer import Probed, ResultWriter, Run
 
 if TYPE_CHECKING:
     from .database import Database
-    from .gpu_worker import GpuWorker
 
 
 @dataclass
@@ -52,10 +52,12 @@ class ExtractReport:
     # with items of more than one file ("shared_batches"), device, batch size.
     gpu: dict[str, Any] | None = None
     gpu_restarts: list[str] = field(default_factory=list)  # why a GPU worker was started again
+    hosts: dict[str, int] = field(default_factory=dict)  # extractor runs (probes included) per machine
 
     def to_json(self) -> dict[str, Any]:
         out = {"files": self.files, "probed": self.probed, "ok": self.ok, "failed": self.failed,
-               "skipped": self.skipped, "vanished": self.vanished, "interrupted": self.interrupted}
+               "skipped": self.skipped, "vanished": self.vanished, "interrupted": self.interrupted,
+               "hosts": self.hosts}
         if self.gpu is not None:
             out["gpu"] = self.gpu
         return out
@@ -213,7 +215,7 @@ def extract(
     """Run pending work (and stale results, with `stale`) with a pool of worker processes."""
     engine = Engine(db, settings, only, retry_failed, progress, stale=stale)
     # Workers start first: their imports (Essentia: about a second) overlap the planning.
-    engine.start_workers(workers or settings.workers)
+    engine.start_workers(workers)
     try:
         engine.plan()
         engine.trim_workers()
@@ -227,11 +229,11 @@ def extract(
 
 
 class Engine:
-    """A worker pool, a job queue and the writer: `extract` runs it dry, `watch` keeps it fed.
+    """An executor, a job queue and the writer: `extract` runs it dry, `watch` keeps it fed.
 
     `plan()` queues pending work (all of it, or that of some files, at the front of the queue);
-    `step()` hands jobs to idle workers and handles what they report for up to `timeout`
-    seconds. A job is never queued twice while it waits or runs.
+    `step()` hands jobs to the executor's free workers and handles what they report for up to
+    `timeout` seconds. A job is never queued twice while it waits or runs.
     """
 
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
@@ -245,7 +247,6 @@ class Engine:
         loaded = load_extractors(settings)
         self.probe, self.extractors = select_extractors(loaded, only)
         self.by_name = {e.name: e for e in self.extractors}
-        self.identities = {e.name: e.identity for e in loaded}
         self.stale = stale
         extractor_state.sync(db, loaded)
         self.retry_failed = retry_failed
@@ -255,8 +256,9 @@ class Engine:
         self.queue: deque[Job] = deque()
         self.paths: dict[int, str] = {}  # job_id -> display path
         self.queued: set[tuple[bool, int]] = set()  # (probe?, file_id) of jobs waiting or running
-        self.workers: list[Worker] = []
-        self.size = 0
+        self.running: dict[int, Job] = {}  # job_id -> job, while the executor holds it
+        self.executor = make_executor(settings, self.extractors)
+        self.size: int | None = None  # workers asked for (None: the executor's cores)
         self.next_job_id = 0
         self.in_flight: dict[str, int] = {}  # audio_id -> job extracting it now
         self.audio_of: dict[int, str] = {}  # job_id -> its audio, once known
@@ -268,57 +270,29 @@ class Engine:
         # them; the next plan of changed files looks at them again, wherever they are now.
         self.vanished: set[int] = set()
         self.halt_when_out_of_space = halt_when_out_of_space
-        from .gpu_worker import wanted  # numpy: not for commands that never extract
-
-        self.use_gpu_worker = wanted(settings, self.extractors)
-        self.gpus: list[GpuWorker] = []  # one per device of --device
 
     # -- the pool --------------------------------------------------------------------------
 
-    def start_workers(self, size: int) -> None:
-        self.size = max(1, size)
-        if self.use_gpu_worker and not self.gpus:
-            from .gpu_worker import GpuWorker
-
-            self.gpus = [GpuWorker(replace(self.settings, device=device)) for device in split(self.settings.device)]
-        while len(self.workers) < self.size:
-            self.workers.append(self._new_worker(len(self.workers)))
-
-    def _new_worker(self, index: int) -> Worker:
-        """The index-th CPU worker: with several devices, each serves its share of the workers."""
-        devices = split(self.settings.device)
-        settings = replace(self.settings, device=devices[index % len(devices)])
-        return Worker(settings, self.gpus[index % len(self.gpus)].connection if self.gpus else None)
+    def start_workers(self, size: int | None = None) -> None:
+        """Start the executor's workers: `size` of them (None: as many as it has cores for)."""
+        self.size = size or self.size
+        self.executor.start(self.size or None)
 
     def trim_workers(self) -> None:
         """Stop workers beyond the number of jobs (a short run needs no full pool)."""
-        keep = len(self.queue)
-        for spare in self.workers[keep:]:
-            spare.kill()  # idle (perhaps still importing): nothing to lose
-        del self.workers[keep:]
+        self.executor.trim(len(self.queue))
 
     def stop(self) -> None:
-        # Workers hold no state worth waiting for: work in progress is neither done nor failed,
-        # and is pending again next time.
-        for worker in self.workers:
-            worker.kill()
-        self.workers = []
-        if self.gpus:
-            from .gpu_worker import merged_stats
-
-            self.report.gpu = merged_stats([gpu.stats() for gpu in self.gpus])
-            for gpu in self.gpus:
-                gpu.stop()
-            self.gpus = []
+        self.report.gpu = self.executor.stop()
         self.writer.close()
 
     @property
     def idle(self) -> bool:
-        return not self.queue and all(w.job is None for w in self.workers)
+        return not self.queue and not self.running
 
     @property
     def waiting(self) -> int:
-        return len(self.queue) + sum(w.job is not None for w in self.workers)
+        return len(self.queue) + len(self.running)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -344,48 +318,34 @@ class Engine:
         else:
             self.queue.extend(fresh)
         self.report.files += len(fresh)
-        if fresh and len(self.workers) < self.size:
-            self.start_workers(self.size)
+        if fresh:
+            self.start_workers()
         return len(fresh)
 
     # -- running -----------------------------------------------------------------------------
 
     def step(self, timeout: float) -> None:
-        if not self.workers and self.queue:
-            self.start_workers(self.size or self.settings.workers)
-        for gpu in self.gpus:
-            if gpu.keep_alive():  # what it held fails in the CPU workers that asked for it
-                self.report.gpu_restarts.append(f"{gpu.settings.device}: {gpu.last_restart}")
-        for worker in self.workers:
-            if worker.job is None:
-                self._feed(worker)
-        busy = {w.conn: w for w in self.workers if w.job is not None}
-        if busy:
-            for conn in wait(list(busy), timeout=timeout):
-                worker = busy[conn]
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    self._crashed(worker)
-                    continue
-                self._handle(worker, message)
+        if self.queue and not self.running and not self.executor.free():
+            self.start_workers()
+        self._feed()
+        self.report.gpu_restarts += self.executor.notices()
+        if self.running:
+            for event in self.executor.events(timeout):
+                self._handle(event)
+                self._feed()
         elif timeout:
             time.sleep(timeout)
         self.writer.maybe_flush()
 
-    def _feed(self, worker: Worker) -> None:
+    def _feed(self) -> None:
         # Results that cannot be written yet wait in memory: past a bound, take no more work.
-        if self.writer.buffered >= self.writer.max_buffered:
-            worker.job = None
-            return
-        worker.job = self.queue.popleft() if self.queue else None
-        worker.running = None
-        if worker.job is not None:
-            worker.send(worker.job)
+        while self.queue and self.writer.buffered < self.writer.max_buffered and self.executor.free():
+            job = self.queue.popleft()
+            self.running[job.job_id] = job
+            self.executor.submit(job)
 
-    def _finish_job(self, worker: Worker) -> None:
-        job = worker.job
-        assert job is not None
+    def _finish_job(self, job: Job) -> None:
+        del self.running[job.job_id]
         audio_id = self.audio_of.pop(job.job_id, None)
         if audio_id is not None and self.in_flight.get(audio_id) == job.job_id:
             del self.in_flight[audio_id]
@@ -393,71 +353,63 @@ class Engine:
         self.done_jobs += 1
         if self.progress:
             self.progress(self.done_jobs, self.report.files)
-        self._feed(worker)
-    def _handle(self, worker: Worker, message: tuple) -> None:
-        kind, job_id = message[0], message[1]
-        job = worker.job
-        assert job is not None and job.job_id == job_id
-        if kind == "identified":
-            _, _, audio_id, values, facts, started_at, seconds = message
+
+    def _handle(self, event: Event) -> None:
+        job = self.running[event.job_id]
+        if isinstance(event, (Identified, Result)) or (isinstance(event, Unreadable) and job.probe):
+            self.report.hosts[event.host] = self.report.hosts.get(event.host, 0) + 1  # a run was recorded
+        if isinstance(event, Identified):
+            facts = event.facts
             self.report.probed += 1
-            if facts["rekeyed_from"] is not None:
-                self._rekey(facts["rekeyed_from"], audio_id)
-            self.writer.add_probed(Probed(job.file_id, started_at, audio_id, facts["duration"],
-                                          facts["sample_rate"], facts["channels"], facts["codec"],
-                                          facts["head_tail_hash"]))
-            self.writer.add_run(Run(self.probe, audio_id, job.file_id, "ok", started_at, seconds,
-                                    facts["duration"], values))
-            needed = self._needs(job, audio_id)
-            done = (self.known or {}).get(audio_id, set())
-            upstream = {name: self.identities[name] for name in done if name in self.identities}
-            worker.send(("run", needed, upstream))
-        elif kind == "start":
-            worker.running = message[2]
-        elif kind == "result":
-            _, _, name, values, error, started_at, seconds, audio_seconds, given, produced, device = message
-            worker.running = None
+            if facts.rekeyed_from is not None:
+                self._rekey(facts.rekeyed_from, event.audio_id)
+            self.writer.add_probed(Probed(job.file_id, event.started_at, event.audio_id, facts.duration,
+                                          facts.sample_rate, facts.channels, facts.codec, facts.head_tail_hash))
+            self.writer.add_run(Run(self.probe, event.audio_id, job.file_id, "ok", event.started_at, event.seconds,
+                                    facts.duration, event.values, host=event.host))
+            self.executor.answer(RunThese(job.job_id, self._needs(job, event.audio_id)))
+        elif isinstance(event, Result):
             audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
-            status = "ok" if error is None else "failed"
+            status = "ok" if event.error is None else "failed"
             if audio_id is not None and self.known is not None and (status == "ok" or not self.retry_failed):
-                self.known.setdefault(audio_id, set()).add(name)
-            self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, status, started_at,
-                                    seconds, audio_seconds, values or {}, error, input=given, device=device,
-                                    artifacts=produced))
-            self._count(status, job, name, error)
-        elif kind == "unreadable":
-            _, _, reason, started_at, seconds = message
+                self.known.setdefault(audio_id, set()).add(event.extractor)
+            self.writer.add_run(Run(self.by_name[event.extractor], audio_id, job.file_id, status, event.started_at,
+                                    event.seconds, event.audio_seconds, event.values or {}, event.error,
+                                    input=event.input, device=event.device, artifacts=event.artifacts,
+                                    host=event.host))
+            self._count(status, job, event.extractor, event.error)
+        elif isinstance(event, Unreadable):
             if job.probe:
-                self.writer.add_probed(Probed(job.file_id, started_at))
-                self.writer.add_run(Run(self.probe, None, job.file_id, "failed", started_at, seconds, None,
-                                        error=reason))
-                self._count("failed", job, PROBE, reason)
+                self.writer.add_probed(Probed(job.file_id, event.started_at))
+                self.writer.add_run(Run(self.probe, None, job.file_id, "failed", event.started_at, event.seconds,
+                                        None, error=event.reason, host=event.host))
+                self._count("failed", job, PROBE, event.reason)
             else:  # it decoded when probed: it has changed (or gone) since; identify it again
                 self.writer.add_reprobe(job.file_id)
-        elif kind == "changed":
+        elif isinstance(event, Changed):
             self.writer.add_reprobe(job.file_id)
-        elif kind == "rekeyed":
-            _, _, old, new = message
-            self._rekey(old, new)
-            self.audio_of[job.job_id] = new
-        elif kind == "no_space":
-            _, _, name, error = message
-            worker.running = None
+        elif isinstance(event, Rekeyed):
+            self._rekey(event.old, event.new)
+            self.audio_of[job.job_id] = event.new
+        elif isinstance(event, NoSpace):
             first = self.report.no_space is None
-            self.report.no_space = f"{self.paths[job.job_id]}: {name}: {error}"
+            self.report.no_space = f"{self.paths[job.job_id]}: {event.extractor}: {event.error}"
             if self.halt_when_out_of_space and first:
                 # Every job after it would fail the same way: leave them pending, finish the rest.
                 for waiting in self.queue:
                     self.queued.discard((waiting.probe, waiting.file_id))
                 self.queue.clear()
-        elif kind == "vanished":
+        elif isinstance(event, Vanished):
             self.report.vanished += 1
             if job.probe:
                 self.vanished.add(job.file_id)
             else:
                 self.writer.add_reprobe(job.file_id)
-        elif kind == "done":
-            self._finish_job(worker)
+        elif isinstance(event, WorkerLost):
+            self._lost(job, event)
+            self._finish_job(job)
+        elif isinstance(event, Done):
+            self._finish_job(job)
 
     def _rekey(self, old: str, new: str) -> None:
         """The audio `old` is now called `new` (catalog/legacy_identity.py): its results go with it."""
@@ -486,26 +438,16 @@ class Engine:
             self.report.failed += 1
             self.report.failures.append((self.paths[job.job_id], name, error or ""))
 
-    def _crashed(self, worker: Worker) -> None:
-        """A worker died mid-job (a crash in a decoder, say): record it, carry on with a new one."""
-        job = worker.job
-        assert job is not None
-        reason = worker.exit_description()
-        worker.kill()
+    def _lost(self, job: Job, lost: WorkerLost) -> None:
+        """The worker running `job` died (a crash in a decoder, say): record the job as failed."""
         now = utc_now()
-        name = worker.running
         audio_id = self.audio_of.get(job.job_id, job.expected_audio_id)
-        if name is None and job.probe and job.job_id not in self.audio_of:
+        if not lost.extractors and job.probe and job.job_id not in self.audio_of:
             self.writer.add_probed(Probed(job.file_id, now))
             self.writer.add_run(Run(self.probe, None, job.file_id, "failed", now, 0.0, None,
-                                    error=f"{reason} while decoding"))
-            self._count("failed", job, PROBE, reason)
-        elif name is not None:
+                                    error=f"{lost.reason} while decoding"))
+            self._count("failed", job, PROBE, lost.reason)
+        for name in lost.extractors:
             self.writer.add_run(Run(self.by_name[name], audio_id, job.file_id, "failed", now, 0.0,
-                                    None, error=f"{reason} while running {name}"))
-            self._count("failed", job, name, reason)
-        index = self.workers.index(worker)
-        replacement = self._new_worker(index)
-        self.workers[index] = replacement
-        replacement.job = job
-        self._finish_job(replacement)
+                                    None, error=f"{lost.reason} while running {name}"))
+            self._count("failed", job, name, lost.reason)

@@ -9,16 +9,22 @@ entry-point group `muscat.extractors`) that declares, at its top:
         outputs=[Output("loudness_integrated", "LUFS", (-70, 0), "scalar", "EBU R128 ...")],
     )
 
-and defines `extract(audio: Audio, params: dict) -> dict` returning one value per declared output
-(a float for scalars, a str for categorical values, a sequence of floats for vectors). Modules
-import their heavy libraries (essentia, torch) inside functions, so listing extractors stays fast.
-A model-based extractor may instead define the stages of catalog/model_stage.py (load_model,
-prepare, forward, finish), so that the GPU worker can batch its model over many files.
+and defines `extract(audio, params, inputs) -> Made` (the `ExtractorModule` protocol below): it
+gets the decoded audio (catalog/decode.py), its effective parameters and its `Inputs` (the
+results of other extractors it reads, where to write files, the device), and returns what it
+made — its values (a float for scalars, a str for categorical values, a sequence of floats for
+vectors), the files it wrote, and what it leaves in memory for the extractors after it in the
+same job (demucs: the stems). It changes nothing it was given. A plain dict of values may be
+returned instead of a `Made`, and `extract(audio, params)` without inputs is accepted too.
+Modules import their heavy libraries (essentia, torch) inside functions, so listing
+extractors stays fast. A model-based extractor may instead define the stages of
+catalog/model_stage.py (load_model, prepare, forward, finish), so that the GPU worker can batch
+its model over many files.
 
-Model-based extractors may also define `available(params) -> str | None` (why the extractor
-cannot run, e.g. a missing weights file) and `weights_fingerprint(params) -> str`, which becomes
-part of the identity of their results. An extractor that reads another's results declares it in
-`uses`; `audio.inputs[name]` then says which result of that extractor it was given.
+Optional hooks: `available(params) -> str | None` (why the extractor cannot run, e.g. a missing
+weights file), `weights_fingerprint(params) -> str` (part of the identity of its results), and
+`uses(params) -> list[str]` (narrows the declared `uses`). Loading checks the module against
+this contract: a hook with a misspelt name, or half of the stages, is an error then.
 
 The identity of a result is (name, version, params hash); the params hash covers the effective
 parameters and, for model-based extractors, the fingerprint of the weights. Bump `version` on any
@@ -27,15 +33,20 @@ change that can alter outputs.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Kind = Literal["scalar", "categorical", "vector"]
 
@@ -54,11 +65,6 @@ class Output:
     description: str
     size: int | None = None  # vectors: the fixed length, or None when it varies (beat times)
     labels: tuple[str, ...] | None = None  # vectors: a name per element (chroma: C, C#, ...)
-
-    def element_names(self) -> list[str]:
-        if self.labels:
-            return list(self.labels)
-        return [str(i) for i in range(self.size or 0)]
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,83 @@ class Extractor:
     needs: Sequence[str] = ()
     # "audio": results belong to the content; "file": to the file (probe: codec, bitrate).
     scope: Literal["audio", "file"] = "audio"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file an extractor wrote (a stem, a MIDI file), as the catalogue records it."""
+
+    kind: str  # 'stem:bass', 'midi', ...
+    format: str  # 'flac', 'mid', ...
+    path: str
+    bytes: int
+
+
+@dataclass
+class Upstream:
+    """A result of another extractor, given to one that reads it (`uses`)."""
+
+    identity: str  # 'demucs:1:0123abcd': recorded as the run's input
+    artifacts: dict[str, str] = field(default_factory=dict)  # kind -> path of its files
+    arrays: dict[str, Any] | None = None  # what it left in memory, when it ran in this job
+
+
+@dataclass
+class Inputs:
+    """What an extractor is given besides the audio and its parameters."""
+
+    upstream: dict[str, Upstream] = field(default_factory=dict)  # of its `uses`, where present
+    artifacts_dir: str = ""  # where its files go (shared storage on a cluster)
+    device: str = "cpu"  # for model-based extractors: catalog/devices.py
+
+    @property
+    def source(self) -> str:
+        """What the result is computed from: 'mix', or the identity of the upstream result."""
+        return next(iter(self.upstream.values())).identity if self.upstream else "mix"
+
+    def stems_mono(self, upstream: str, kinds: tuple[str, ...]) -> np.ndarray | None:
+        """The sum of some stems of an upstream extractor, mono at 44.1 kHz, if it gave them."""
+        given = self.upstream.get(upstream)
+        if given is None:
+            return None
+        import numpy as np
+
+        from .decode import ANALYSIS_RATE, resample
+
+        if given.arrays is not None:  # separated in this job: still in memory
+            parts, rate = [given.arrays["stems"][k] for k in kinds], given.arrays["sample_rate"]
+        else:
+            import soundfile as sf
+
+            parts, rate = [], ANALYSIS_RATE
+            for kind in kinds:
+                data, rate = sf.read(given.artifacts[f"stem:{kind}"], dtype="float32", always_2d=True)
+                parts.append(data)
+        mixed = np.sum([p.mean(axis=1) for p in parts], axis=0).astype(np.float32)
+        return resample(mixed, rate, ANALYSIS_RATE)
+
+
+@dataclass
+class Made:
+    """What one run of an extractor made."""
+
+    values: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+    # Left in memory for the extractors after it in the same job (demucs: its stems).
+    leaves: dict[str, Any] | None = None
+
+
+class ExtractorModule(Protocol):
+    """What an extractor module is (checked by `bind` when it is loaded)."""
+
+    EXTRACTOR: Extractor
+
+    def extract(self, audio: Any, params: dict[str, Any], inputs: Inputs) -> Made | dict[str, Any]: ...
+
+
+# Every name a module may define for muscat; `bind` flags near-misses of these.
+HOOKS = ("extract", "available", "weights_fingerprint", "uses", "load_model", "model_info", "prepare",
+         "forward", "finish")
 
 
 @dataclass
@@ -128,21 +211,26 @@ class LoadedExtractor:
     def runnable(self) -> bool:
         return self.enabled and self.available
 
-    def run(self, audio: Any, models: Any = None) -> dict[str, Any]:
-        """The extractor's outputs for `audio`; a staged one runs its model in `models` (a
+    def run(self, audio: Any, inputs: Inputs | None = None, models: Any = None) -> Made:
+        """What the extractor makes of `audio`; a staged one runs its model in `models` (a
         model_stage.Models: the GPU worker's client, or models held here), else in this process."""
         from . import model_stage
 
+        inputs = inputs if inputs is not None else Inputs()
         if model_stage.is_staged(self.module):
             if models is None:
                 if self.local_models is None:
                     self.local_models = model_stage.LocalModels({self.name: (self.module, self.params)},
-                                                                audio.device, model_stage.LOCAL_BATCH)
+                                                                inputs.device, model_stage.LOCAL_BATCH)
                 models = self.local_models
-            raw = model_stage.run_staged(self.name, self.module, self.params, audio, models)
+            raw = model_stage.run_staged(self.name, self.module, self.params, audio, inputs, models)
+        elif _takes_inputs(self.module.extract):
+            raw = self.module.extract(audio, self.params, inputs)
         else:
             raw = self.module.extract(audio, self.params)
-        return check_outputs(self.declaration, raw)
+        made = raw if isinstance(raw, Made) else Made(raw)
+        made.values = check_outputs(self.declaration, made.values)
+        return made
 
 
 def params_hash(params: dict[str, Any], weights_fingerprint: str | None = None) -> str:
@@ -220,14 +308,26 @@ def _finite(value: Any) -> float | None:
 
 
 def bind(module: ModuleType) -> Extractor:
-    """The declaration of an extractor module, checked with the functions it must define."""
+    """The declaration of an extractor module, checked against the contract (ExtractorModule)."""
     from .model_stage import STAGES, is_staged
 
     declaration = getattr(module, "EXTRACTOR", None)
     if not isinstance(declaration, Extractor):
         raise TypeError(f"{module.__name__} has no EXTRACTOR = Extractor(...) declaration")
+    own = {name: value for name, value in vars(module).items()
+           if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")}
+    for name in own:
+        near = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.8)
+        if name not in HOOKS and near:
+            raise TypeError(f"{module.__name__} defines {name}(): a misspelt {near[0]}()? "
+                            f"(the names muscat calls: {', '.join(HOOKS)})")
+    stages = [stage for stage in STAGES if stage in own]
+    if stages and not is_staged(module):
+        missing = [stage for stage in STAGES if stage not in own]
+        raise TypeError(f"{module.__name__} defines {', '.join(stages)} but not {', '.join(missing)}: a staged "
+                        "extractor needs all four (catalog/model_stage.py)")
     if not callable(getattr(module, "extract", None)) and not is_staged(module):
-        raise TypeError(f"{module.__name__} has no extract(audio, params) function (nor the stages "
+        raise TypeError(f"{module.__name__} has no extract(audio, params, inputs) function (nor the stages "
                         f"{', '.join(STAGES)})")
     names = [o.name for o in declaration.outputs]
     if len(names) != len(set(names)):
@@ -236,6 +336,14 @@ def bind(module: ModuleType) -> Extractor:
         if not _IDENTIFIER.fullmatch(name):
             raise TypeError(f"{module.__name__}: {name!r} is not a snake_case name")
     return declaration
+
+
+def _takes_inputs(function: Any) -> bool:
+    """Whether an extract() takes `inputs` (the older form is extract(audio, params))."""
+    try:
+        return len(inspect.signature(function).parameters) >= 3
+    except (TypeError, ValueError):
+        return True
 
 
 # Extractor and feature names become SQL column names: keep them plain.

@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -203,7 +203,8 @@ def _release(part: tuple) -> None:
 
 @dataclass(eq=False)
 class _Request:
-    reply: Any  # (connection, lock)
+    reply: Any  # where its answer goes: (connection, lock) of a CPU worker here
+    client: Any  # who asked (batches shared by several are counted)
     request_id: int
     name: str
     items: Any  # torch tensor [N, ...] in host memory
@@ -214,7 +215,15 @@ class _Request:
 
 
 class _Server:
-    def __init__(self, settings: Settings, tag: str, alive: Any) -> None:
+    """Batches the forward passes of requests from any number of clients.
+
+    Replies go through `deliver(reply, message)` (a CPU worker's connection here; a waiting
+    call in the Ray GPU actor, catalog/ray_executor.py), outputs through `pack` (shared memory
+    here; as they are for Ray's object store)."""
+
+    def __init__(self, settings: Settings, tag: str, alive: Any,
+                 deliver: Callable[[Any, tuple], bool] | None = None,
+                 pack_outputs: Callable[[np.ndarray], Any] | None = None) -> None:
         from .devices import resolve
         from .model_stage import ModelCache, is_staged
         from .registry import load_extractors
@@ -231,6 +240,8 @@ class _Server:
         self.finishing: queue.Queue = queue.Queue(maxsize=2)
         self.started = time.monotonic()
         self.counts = {"batches": 0, "items": 0, "shared_batches": 0, "requests": 0, "out_of_memory": 0}
+        self.deliver = deliver or _send
+        self.pack_outputs = pack_outputs or (lambda outputs: pack(outputs, self.tag))
 
     # connections
 
@@ -254,11 +265,8 @@ class _Server:
                 return
             kind, request_id = message[0], message[1]
             try:
-                if kind in ("info", "forward") and message[2] not in self.cache.modules:
-                    raise LookupError(f"the GPU worker holds no model for {message[2]!r} (held: "
-                                      f"{', '.join(sorted(self.cache.modules)) or 'none'})")
                 if kind == "info":
-                    _send(reply, ("info", request_id, self.cache.get(message[2])[1]))
+                    _send(reply, ("info", request_id, self.info(message[2])))
                 elif kind == "stats":
                     _send(reply, ("stats", request_id, self.stats()))
                 elif kind == "forward":
@@ -266,15 +274,29 @@ class _Server:
                     if not len(items):
                         _send(reply, ("done", request_id, ("inline", np.zeros((0,), np.float32))))
                         continue
-                    if self.device.startswith("cuda"):
-                        items = items.pin_memory()  # copied to the device without a stop
-                    request = _Request(reply, request_id, message[2], items)
-                    with self.ready:
-                        self.counts["requests"] += 1
-                        self.waiting.append(request)
-                        self.ready.notify()
+                    self.add(reply, id(conn), request_id, message[2], items)
             except Exception as exc:  # noqa: BLE001 - the request fails, the worker goes on
                 _send(reply, ("error", request_id, f"{type(exc).__name__}: {exc}"))
+
+    def _held(self, name: str) -> None:
+        if name not in self.cache.modules:
+            raise LookupError(f"the GPU worker holds no model for {name!r} (held: "
+                              f"{', '.join(sorted(self.cache.modules)) or 'none'})")
+
+    def info(self, name: str) -> dict[str, Any]:
+        self._held(name)
+        return self.cache.get(name)[1]
+
+    def add(self, reply: Any, client: Any, request_id: int, name: str, items: Any) -> None:
+        """Queue `items` (a torch tensor in host memory) for the model of `name`."""
+        self._held(name)
+        if self.device.startswith("cuda"):
+            items = items.pin_memory()  # copied to the device without a stop
+        request = _Request(reply, client, request_id, name, items)
+        with self.ready:
+            self.counts["requests"] += 1
+            self.waiting.append(request)
+            self.ready.notify()
 
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "device": self.device, "batch_size": self.batch_size,
@@ -308,7 +330,7 @@ class _Server:
                 continue
             self.counts["batches"] += 1
             self.counts["items"] += sum(n for _, _, n in batch)
-            self.counts["shared_batches"] += len({id(r.reply[0]) for r, _, _ in batch}) > 1
+            self.counts["shared_batches"] += len({r.client for r, _, _ in batch}) > 1
             self.finishing.put((batch, outputs))
 
     def _next_batch(self) -> list[tuple[_Request, int, int]]:
@@ -356,7 +378,7 @@ class _Server:
         for request in {r for r, _, _ in batch}:
             if not request.failed:
                 request.failed = True
-                _send(request.reply, ("error", request.request_id, reason))
+                self.deliver(request.reply, ("error", request.request_id, reason))
 
     def finish(self) -> None:
         while True:
@@ -375,8 +397,8 @@ class _Server:
                     request.outputs[start : start + n] = host[position : position + n]
                     request.done += n
                     if request.done == len(request.items):
-                        part, request.outputs = pack(request.outputs, self.tag), None
-                        if not _send(request.reply, ("done", request.request_id, part)):
+                        part, request.outputs = self.pack_outputs(request.outputs), None
+                        if not self.deliver(request.reply, ("done", request.request_id, part)):
                             _release(part)  # nobody to read it
                 position += n
 

@@ -6,13 +6,14 @@ place of `extract`:
     load_model(params, device) -> model           once per process that holds models
     model_info(model) -> dict                     optional: plain values `prepare` needs
                                                   (sample rate, window length)
-    prepare(audio, params, info) -> (items, state)   CPU: decode-side work; `items` is a float32
+    prepare(audio, params, info, inputs) -> (items, state)   CPU: decode-side work; `items` is a float32
                                                   array [N, ...] of inputs of one shape
     forward(model, batch) -> batch                the network on a torch tensor [B, ...] of
                                                   items, perhaps from several files
-    finish(audio, params, info, state, outputs) -> dict   CPU: from the outputs, in order,
-                                                  in blocks ([n, ...] arrays that concatenate to
-                                                  [N, ...]) to results, writing any files
+    finish(audio, params, info, state, outputs, inputs) -> Made   CPU: from the outputs, in
+                                                  order, in blocks ([n, ...] arrays that
+                                                  concatenate to [N, ...]) to what it made
+                                                  (catalog/extractor.py), writing any files
 
 `prepare` and `finish` run in the CPU worker that decoded the file; `load_model` and `forward`
 wherever the models are: in the GPU worker (catalog/gpu_worker.py), which batches items of many
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 if TYPE_CHECKING:  # numpy and torch load only where extractors run
     import numpy as np
+
+    from .extractor import Inputs, Made
 
 STAGES = ("load_model", "prepare", "forward", "finish")
 LOCAL_BATCH = 4  # items per forward pass in a CPU worker (no GPU worker): bounds its memory
@@ -45,13 +48,14 @@ class Models(Protocol):
         """The outputs of `items`, in order, in blocks (so a long file's are never all in memory)."""
 
 
-def run_staged(name: str, module: ModuleType, params: dict[str, Any], audio: Any, models: Models) -> dict[str, Any]:
+def run_staged(name: str, module: ModuleType, params: dict[str, Any], audio: Any, inputs: Inputs,
+               models: Models) -> Made | dict[str, Any]:
     import numpy as np
 
     info = models.info(name)
-    items, state = module.prepare(audio, params, info)
+    items, state = module.prepare(audio, params, info, inputs)
     outputs = models.forward(name, np.ascontiguousarray(items, dtype=np.float32))
-    return module.finish(audio, params, info, state, outputs)
+    return module.finish(audio, params, info, state, outputs, inputs)
 
 
 class ModelCache:
@@ -112,8 +116,12 @@ class LocalModels:
         return forward_in_batches(module, model, items, self.batch_size, self.cache.device)
 
 
-def run_here(module: ModuleType, audio: Any, params: dict[str, Any], device: str = "cpu",
-             batch_size: int = LOCAL_BATCH) -> dict[str, Any]:
+def run_here(module: ModuleType, audio: Any, params: dict[str, Any], inputs: Inputs | None = None,
+             device: str = "cpu", batch_size: int = LOCAL_BATCH) -> Made:
     """Run one staged extractor module in this process (tests, scripts)."""
+    from .extractor import Inputs, Made
+
     name = module.EXTRACTOR.name
-    return run_staged(name, module, params, audio, LocalModels({name: (module, params)}, device, batch_size))
+    inputs = inputs if inputs is not None else Inputs(device=device)
+    made = run_staged(name, module, params, audio, inputs, LocalModels({name: (module, params)}, device, batch_size))
+    return made if isinstance(made, Made) else Made(made)

@@ -1,22 +1,13 @@
 """CPU worker processes: decode each file once, identify its audio, run the extractors asked for.
 
-Essentia is single-threaded, so there is one process per core. Workers are started with
-`spawn` (the coordinator runs DuckDB's threads, which `fork` would copy mid-flight) and ignore
-SIGINT: the coordinator decides what an interruption means. Model-based (staged) extractors send
-their items to the GPU worker when the run has one (`gpu`: how to reach it) and finish here.
+The local executor's workers (catalog/local_executor.py). Essentia is single-threaded, so there
+is one process per core. Workers are started with `spawn` (the coordinator runs DuckDB's
+threads, which `fork` would copy mid-flight) and ignore SIGINT: the coordinator decides what an
+interruption means. Model-based (staged) extractors send their items to the GPU worker when the
+run has one (`gpu`: how to reach it) and finish here.
 
-The conversation for one job, over the worker's own pipe:
-
-    coordinator -> worker   Job
-    worker -> coordinator   ("identified", ...)       probe jobs: the audio's hash and probe values
-    coordinator -> worker   ("run", [names])          what that audio still needs
-    worker -> coordinator   ("start", name) / ("result", ...) for each extractor
-    worker -> coordinator   ("done",)
-
-or ("unreadable", reason) when the file cannot be decoded, ("vanished",) when it is no longer
-there, or ("changed", audio_id) when an audio job finds other content than the catalogue expects;
-("rekeyed", old, new) when it finds the same content under a newer id rule (catalog/legacy_identity.py);
-("no_space", name, error) instead of a result when the disk (or a file-size limit) is full.
+They speak the run protocol of catalog/protocol.py over their pipe; `run_job` is the part any
+executor's worker runs (a Ray actor too), with `send` and `receive` for its two directions.
 """
 
 from __future__ import annotations
@@ -25,28 +16,16 @@ import errno
 import multiprocessing
 import os
 import signal
+import socket
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 from .config import Settings
 from .database import utc_now
-
-
-@dataclass
-class Job:
-    job_id: int
-    path: bytes  # absolute, exact bytes
-    file_id: int
-    probe: bool  # identify the audio first, then ask which extractors to run
-    previous_audio_id: str | None = None  # probe jobs: the audio the file held when last probed
-    expected_audio_id: str | None = None  # audio jobs: the content the catalogue expects
-    extractors: tuple[str, ...] = ()  # audio jobs: what to run
-    # Results the audio has of extractors others read (stems): name -> its identity, and the
-    # files of those results: name -> {kind: path}.
-    upstream: dict[str, str] | None = None
-    upstream_artifacts: dict[str, dict[str, str]] | None = None
+from .extractor import Inputs, Upstream
+from .protocol import (Changed, Done, Identified, Job, NoSpace, ProbeFacts, Rekeyed, Result, RunThese, Started,
+                       Unreadable, Vanished)
 
 
 # One process per core, so each must keep to one thread: numpy's BLAS would otherwise start a
@@ -88,6 +67,12 @@ def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes, str
 
 
 def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: Settings, models: Any) -> None:
+    run_job(job, extractors, settings, models, conn.send, conn.recv, socket.gethostname())
+
+
+def run_job(job: Job, extractors: dict[str, Any], settings: Settings, models: Any,
+            send: Callable[[Any], None], receive: Callable[[], RunThese | None], host: str) -> None:
+    """One job, start to Done: decode, identify (and ask what to run), run the extractors."""
     from .decode import DecodeError, decode
     from .identity import head_tail_hash
     from .registry import PROBE
@@ -97,71 +82,64 @@ def _run_job(conn: Connection, job: Job, extractors: dict[str, Any], settings: S
         audio = decode(os.fsdecode(job.path), settings.max_duration)
     except DecodeError as exc:
         if not os.path.lexists(job.path):  # moved or deleted since planned: not the file's fault
-            conn.send(("vanished", job.job_id))
-            conn.send(("done", job.job_id))
-            return
-        conn.send(("unreadable", job.job_id, str(exc), started_at, time.perf_counter() - started))
-        conn.send(("done", job.job_id))
+            send(Vanished(job.job_id))
+        else:
+            send(Unreadable(job.job_id, str(exc), started_at, time.perf_counter() - started, host))
+        send(Done(job.job_id))
         return
     except (Exception, MemoryError) as exc:  # noqa: BLE001 - a decoder's bug is this file's failure
-        conn.send(("unreadable", job.job_id, f"the decoder failed: {type(exc).__name__}: {exc}", started_at,
-                   time.perf_counter() - started))
-        conn.send(("done", job.job_id))
+        send(Unreadable(job.job_id, f"the decoder failed: {type(exc).__name__}: {exc}", started_at,
+                        time.perf_counter() - started, host))
+        send(Done(job.job_id))
         return
 
     if job.probe:
         try:
-            values = extractors[PROBE].run(audio)
-            tail_hash = head_tail_hash(job.path)
+            values = extractors[PROBE].run(audio).values
+            facts = ProbeFacts(audio.duration, audio.sample_rate, audio.channels, audio.codec,
+                               head_tail_hash(job.path), carried_over(audio, job.previous_audio_id))
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, never fatal
-            conn.send(("unreadable", job.job_id, f"{type(exc).__name__}: {exc}", started_at,
-                       time.perf_counter() - started))
-            conn.send(("done", job.job_id))
+            send(Unreadable(job.job_id, f"{type(exc).__name__}: {exc}", started_at, time.perf_counter() - started,
+                            host))
+            send(Done(job.job_id))
             return
-        facts = {"duration": audio.duration, "sample_rate": audio.sample_rate, "channels": audio.channels,
-                 "codec": audio.codec, "head_tail_hash": tail_hash,
-                 "rekeyed_from": carried_over(audio, job.previous_audio_id)}
-        conn.send(("identified", job.job_id, audio.audio_id, values, facts, started_at,
-                   time.perf_counter() - started))
-        reply = conn.recv()
+        send(Identified(job.job_id, audio.audio_id, values, facts, started_at, time.perf_counter() - started, host))
+        reply = receive()
         if reply is None:
             return
-        _, names, upstream = reply
+        names, upstream, given_files = reply.extractors, {}, {}
     else:
         if audio.audio_id != job.expected_audio_id:
             recorded = carried_over(audio, job.expected_audio_id)
             if recorded is None:
-                conn.send(("changed", job.job_id, audio.audio_id))
-                conn.send(("done", job.job_id))
+                send(Changed(job.job_id, audio.audio_id))
+                send(Done(job.job_id))
                 return
-            conn.send(("rekeyed", job.job_id, recorded, audio.audio_id))
-        names, upstream = job.extractors, dict(job.upstream or {})
+            send(Rekeyed(job.job_id, recorded, audio.audio_id))
+        names, upstream, given_files = job.extractors, dict(job.upstream), job.upstream_artifacts
 
-    audio.artifacts_dir = str(settings.artifacts_dir)
-    audio.device = settings.device
-    audio.input_artifacts = dict(job.upstream_artifacts or {}) if not job.probe else {}
+    # Results others read, at hand: those the audio had, with their files (audio jobs), and those
+    # made in this job. Only these count as a run's input.
+    results = {name: Upstream(identity, dict(given_files[name])) for name, identity in upstream.items()
+               if name in given_files}
     for name in upstream_first(names, extractors):
         extractor = extractors[name]
-        # An upstream result counts as this run's input only when its files are at hand.
-        audio.inputs = {u: upstream[u] for u in extractor.uses
-                        if u in upstream and (u in audio.input_artifacts or u in audio.derived)}
-        audio.artifacts = []
-        given = next(iter(audio.inputs.values()), "mix")
-        conn.send(("start", job.job_id, name))
+        inputs = Inputs({u: results[u] for u in extractor.uses if u in results},
+                        str(settings.artifacts_dir), settings.device)
+        send(Started(job.job_id, name))
         started_at, started = utc_now(), time.perf_counter()
         try:
-            values, error = extractor.run(audio, models), None
-            upstream[name] = extractor.identity  # what runs after it in this job may read
-            audio.input_artifacts[name] = {kind: path for kind, _, path, _ in audio.artifacts}
+            made, error = extractor.run(audio, inputs, models), None
+            results[name] = Upstream(extractor.identity, {a.kind: a.path for a in made.artifacts}, made.leaves)
         except Exception as exc:  # noqa: BLE001
             if out_of_space(exc):  # not this audio's fault: nothing is recorded, it is redone later
-                conn.send(("no_space", job.job_id, name, f"{type(exc).__name__}: {exc}"))
+                send(NoSpace(job.job_id, name, f"{type(exc).__name__}: {exc}"))
                 continue
-            values, error = None, f"{type(exc).__name__}: {exc}"
+            made, error = None, f"{type(exc).__name__}: {exc}"
         device = "cpu" if extractor.device == "cpu" else _device_used(settings.device)
-        conn.send(("result", job.job_id, name, values, error, started_at, time.perf_counter() - started,
-                   audio.duration, given, list(audio.artifacts) if error is None else [], device))
-    conn.send(("done", job.job_id))
+        send(Result(job.job_id, name, made.values if made else None, error, started_at, time.perf_counter() - started,
+                    audio.duration, inputs.source, made.artifacts if made else [], device, host))
+    send(Done(job.job_id))
 
 
 def carried_over(audio: Any, recorded: str | None) -> str | None:
@@ -211,7 +189,7 @@ def upstream_first(names: Any, extractors: dict[str, Any]) -> list[str]:
 
 
 class Worker:
-    """One worker process and the coordinator's end of its pipe."""
+    """One worker process and the coordinator's end of its pipe (catalog/local_executor.py)."""
 
     def __init__(self, settings: Settings, gpu: tuple[str, bytes, str] | None = None) -> None:
         context = multiprocessing.get_context("spawn")

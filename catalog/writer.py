@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .extractor import LoadedExtractor
+from .extractor import Artifact, LoadedExtractor
 
 if TYPE_CHECKING:
     import duckdb
@@ -35,7 +35,8 @@ class Run:
     error: str | None = None
     input: str = "mix"
     device: str = "cpu"
-    artifacts: list[tuple[str, str, str, int]] = field(default_factory=list)  # kind, format, path, bytes
+    artifacts: list[Artifact] = field(default_factory=list)
+    host: str | None = None  # where it ran (a cluster node's address); None: this machine
 
 
 @dataclass
@@ -240,14 +241,16 @@ class ResultWriter:
             "seconds": pa.array([r.seconds for r in runs], pa.float64()),
             "audio_seconds": pa.array([r.audio_seconds for r in runs], pa.float64()),
             "device": pa.array([r.device for r in runs], pa.string()),
+            "host": pa.array([r.host or self.host for r in runs], pa.string()),
             "earlier": pa.array(earlier, pa.int32()),
         })
         values: dict[str, list[Any]] = {"run_id": [], "feature": [], "value": [], "text": []}
         vectors: dict[str, list[Any]] = {"run_id": [], "feature": [], "vector": []}
         produced: dict[str, list[Any]] = {"run_id": [], "kind": [], "format": [], "path": [], "bytes": []}
         for run_id, run in zip(ids, runs):
-            for kind, fmt, path, size in run.artifacts:
-                for key, value in zip(produced, (run_id, kind, fmt, path, size)):
+            for artifact in run.artifacts:
+                for key, value in zip(produced, (run_id, artifact.kind, artifact.format, artifact.path,
+                                                 artifact.bytes)):
                     produced[key].append(value)
             kinds = {o.name: o.kind for o in run.extractor.declaration.outputs}
             for feature, value in run.values.items():
@@ -303,11 +306,10 @@ class ResultWriter:
             SELECT b.run_id, b.audio_id, b.file_id, b.extractor, b.version, b.params_hash, b.input,
                    b.status, coalesce(max(p.attempts), 0) + any_value(b.earlier) + 1, b.error, b.started_at,
                    b.started_at + to_microseconds((b.seconds * 1e6)::BIGINT), b.seconds,
-                   b.audio_seconds, b.device, ?
+                   b.audio_seconds, b.device, b.host
             FROM run_batch b LEFT JOIN replaced p USING (run_id)
             GROUP BY ALL
-            """,
-            [self.host],
+            """
         )
         for table in ("feature_values", "feature_vector_values", "run_artifacts", "runs"):
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT old_run_id FROM replaced)")

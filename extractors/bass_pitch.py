@@ -42,9 +42,9 @@ def load_model(params, device: str):  # type: ignore[no-untyped-def]
     return load_pesto(params["model"], params["step_ms"], sampling_rate=RATE).to(device).eval()
 
 
-def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+def prepare(audio, params, info, inputs):  # type: ignore[no-untyped-def]
     """The bass stem (else the mix), mono at 44.1 kHz, one item."""
-    stem = audio.stems_mono("demucs", ("bass",))
+    stem = inputs.stems_mono("demucs", ("bass",))
     signal = stem if stem is not None else audio.mono()
     return signal[None], {"signal": signal, "source": "stems" if stem is not None else "mix"}
 
@@ -57,7 +57,7 @@ def forward(model, batch):  # type: ignore[no-untyped-def]
     return torch.stack([f0, confidence], dim=-1)
 
 
-def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+def finish(audio, params, info, state, outputs, inputs):  # type: ignore[no-untyped-def]
     import numpy as np
 
     frames_out = np.concatenate(list(outputs))[0]

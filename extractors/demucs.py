@@ -33,7 +33,8 @@ import os
 import unicodedata
 from pathlib import Path
 
-from catalog.extractor import Extractor, Output
+from catalog.artifacts import track_folder, write_atomically
+from catalog.extractor import Artifact, Extractor, Made, Output
 
 STEMS = ("drums", "bass", "other", "vocals")
 
@@ -148,14 +149,6 @@ def weights_fingerprint(params):  # type: ignore[no-untyped-def]
     return digest.hexdigest()
 
 
-def track_folder(artifacts_dir: str, model: str, source_path: str, audio_id: str) -> Path:
-    """A folder of its own for this audio's stems, safely named after the source file."""
-    stem = unicodedata.normalize("NFC", os.path.splitext(os.path.basename(source_path))[0])
-    safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in stem).lstrip(". ") or "track"
-    safe = safe.encode("utf-8")[:80].decode("utf-8", "ignore")
-    return Path(artifacts_dir) / model.replace("/", "_") / f"{safe}-{audio_id[:12]}"
-
-
 def write_stem(path: Path, samples, rate: int, params) -> None:  # type: ignore[no-untyped-def]
     """Write one stem atomically (temporary name, then rename)."""
     import soundfile as sf
@@ -178,19 +171,12 @@ def write_stem(path: Path, samples, rate: int, params) -> None:  # type: ignore[
         options["subtype"] = "VORBIS"
         options["compression_level"] = 1.0 - params["ogg_quality"]
     # Encoded in memory, then written by Python: libsndfile reports a full disk only as "System
-    # error", Python's own write as the OSError it is (ENOSPC, EFBIG), which muscat recognises.
+    # error", Python's own write as the OSError it is.
     encoded = io.BytesIO()
     with sf.SoundFile(encoded, "w", rate, samples.shape[1], **options) as out:
         for start in range(0, len(samples), 65536):  # OGG: blocks, never one long write
             out.write(samples[start : start + 65536])
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(encoded.getbuffer())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    write_atomically(path, encoded.getbuffer())
 
 
 def load_model(params, device: str):  # type: ignore[no-untyped-def]
@@ -278,13 +264,13 @@ def _window(mix, start: int, length: int):  # type: ignore[no-untyped-def]
     return out
 
 
-def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+def prepare(audio, params, info, inputs):  # type: ignore[no-untyped-def]
     """The track at the model's rate and channels, normalised as demucs.api does, cut in windows."""
     import numpy as np
     import torch
     from demucs.audio import convert_audio
 
-    wav = torch.from_numpy(np.ascontiguousarray(audio._whole().T))
+    wav = torch.from_numpy(np.ascontiguousarray(audio.whole().T))
     # Demucs converts channels only when it also resamples: give it the model's layout.
     mix = convert_audio(wav, audio.sample_rate, info["samplerate"], info["channels"]).numpy()
     reference = mix.mean(axis=0)
@@ -301,7 +287,7 @@ def prepare(audio, params, info):  # type: ignore[no-untyped-def]
     return items, {"plan": plan, "length": mix.shape[1], "mean": mean, "std": std, "shifts": max(1, len(shifts))}
 
 
-def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+def finish(audio, params, info, state, outputs, inputs):  # type: ignore[no-untyped-def]
     """Overlap-add the windows' stems with demucs' triangular weights, then write the stem files."""
     import numpy as np
 
@@ -325,7 +311,7 @@ def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
         total += _normalised(shift_sum, shift_weight, shift_origin)
     stems = total / state["shifts"] * state["std"] + state["mean"]
     arrays = {name: np.ascontiguousarray(stems[info["sources"].index(name)].T) for name in STEMS}
-    return _write_stems(audio, params, arrays, info["samplerate"])
+    return _write_stems(audio, params, inputs, arrays, info["samplerate"])
 
 
 def _items(blocks):  # type: ignore[no-untyped-def]
@@ -338,20 +324,20 @@ def _normalised(summed, weights, origin: int):  # type: ignore[no-untyped-def]
     return summed[..., -origin:] / weights[-origin:]
 
 
-def _write_stems(audio, params, arrays, rate: int):  # type: ignore[no-untyped-def]
+def _write_stems(audio, params, inputs, arrays, rate: int):  # type: ignore[no-untyped-def]
     import numpy as np
 
-    folder = track_folder(audio.artifacts_dir, params["model"], audio.path, audio.audio_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = track_folder(inputs.artifacts_dir, params["model"], audio.path, audio.audio_id)
+    written = []
     for name in STEMS:
         path = folder / f"{name}.{params['format']}"
         write_stem(path, arrays[name], rate, params)
-        audio.artifacts.append((f"stem:{name}", params["format"], str(path), path.stat().st_size))
-    audio.derived["demucs"] = {"stems": arrays, "sample_rate": rate}  # for hpcp in this job
+        written.append(Artifact(f"stem:{name}", params["format"], str(path), path.stat().st_size))
     energy = {name: float(np.mean(arrays[name].astype(np.float64) ** 2)) for name in STEMS}
     total = sum(energy.values())
     result = {}
     for name in STEMS:
         result[f"{name}_share"] = energy[name] / total if total > 0 else None
         result[f"{name}_rms"] = max(-120.0, 10 * float(np.log10(energy[name]))) if energy[name] > 0 else -120.0
-    return result
+    # The stems stay in memory for hpcp, drums and bass_pitch in this job.
+    return Made(result, written, leaves={"stems": arrays, "sample_rate": rate})

@@ -21,7 +21,8 @@ import hashlib
 import struct
 from pathlib import Path
 
-from catalog.extractor import Extractor, Output
+from catalog.artifacts import track_folder, write_atomically
+from catalog.extractor import Artifact, Extractor, Made, Output
 
 CLASSES = ("kick", "snare", "tom", "hihat", "cymbal")
 GM_NOTES = (35, 38, 47, 42, 49)
@@ -175,9 +176,9 @@ def load_model(params, device: str):  # type: ignore[no-untyped-def]
     return load(str(path), device)
 
 
-def prepare(audio, params, info):  # type: ignore[no-untyped-def]
+def prepare(audio, params, info, inputs):  # type: ignore[no-untyped-def]
     """The drums stem when demucs separated one, else the mix: mono at 44.1 kHz, one item."""
-    stem = audio.stems_mono("demucs", ("drums",))
+    stem = inputs.stems_mono("demucs", ("drums",))
     signal = stem if stem is not None else audio.mono()
     return signal[None], {"source": "stems" if stem is not None else "mix", "seconds": len(signal) / RATE}
 
@@ -206,7 +207,7 @@ def pick_onsets(curve, threshold: float, min_gap: float) -> list[float]:  # type
     return onsets
 
 
-def write_midi(path: Path, onsets: dict[str, list[float]]) -> None:
+def midi_bytes(onsets: dict[str, list[float]]) -> bytes:
     """A type-0 MIDI file: each onset a 50 ms note on channel 10, at 120 BPM, 480 ticks per beat."""
     events = []
     for name, note in zip(CLASSES, GM_NOTES):
@@ -219,10 +220,7 @@ def write_midi(path: Path, onsets: dict[str, list[float]]) -> None:
         body += _varlen(tick - previous) + bytes([status, note, velocity])
         previous = tick
     body += b"\x00\xff\x2f\x00"
-    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(body)) + bytes(body)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
+    return b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(body)) + bytes(body)
 
 
 def _varlen(value: int) -> bytes:
@@ -233,19 +231,14 @@ def _varlen(value: int) -> bytes:
     return bytes(out)
 
 
-def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
+def finish(audio, params, info, state, outputs, inputs):  # type: ignore[no-untyped-def]
     import numpy as np
-
-    from extractors.demucs import track_folder
 
     curves = np.concatenate(list(outputs))[0]
     onsets = {name: pick_onsets(curves[:, i], params["thresholds"][i], params["min_gap"])
               for i, name in enumerate(CLASSES)}
-    folder = track_folder(audio.artifacts_dir, "drums", audio.path, audio.audio_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    midi = folder / "drums.mid"
-    write_midi(midi, onsets)
-    audio.artifacts.append(("midi", "mid", str(midi), midi.stat().st_size))
+    midi = track_folder(inputs.artifacts_dir, "drums", audio.path, audio.audio_id) / "drums.mid"
+    write_atomically(midi, midi_bytes(onsets))
     seconds = max(state["seconds"], 1e-9)
     result: dict[str, object] = {}
     for name in CLASSES:
@@ -253,4 +246,4 @@ def finish(audio, params, info, state, outputs):  # type: ignore[no-untyped-def]
         result[f"{name}_rate"] = len(onsets[name]) / seconds
     result["drum_onset_rate"] = sum(len(v) for v in onsets.values()) / seconds
     result["drums_source"] = state["source"]
-    return result
+    return Made(result, [Artifact("midi", "mid", str(midi), midi.stat().st_size)])

@@ -45,12 +45,12 @@ def uses(params):  # type: ignore[no-untyped-def]
     return ["demucs"] if params["use_stems"] else []
 
 
-def extract(audio, params):  # type: ignore[no-untyped-def]
+def extract(audio, params, inputs):  # type: ignore[no-untyped-def]
     import essentia.standard as es
     import numpy as np
 
     # The harmonic stems (no drums) when demucs separated this audio, else the mix.
-    stems = audio.stems_mono("demucs", ("bass", "other", "vocals")) if params["use_stems"] else None
+    stems = inputs.stems_mono("demucs", ("bass", "other", "vocals")) if params["use_stems"] else None
     mono = stems if stems is not None else audio.mono()
     window = es.Windowing(type="blackmanharris62")
     spectrum = es.Spectrum()

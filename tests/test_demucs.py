@@ -16,6 +16,8 @@ from models import tiny_demucs_repo
 
 import catalog
 from catalog import decode
+from catalog.artifacts import track_folder
+from catalog.extractor import Inputs
 from catalog.model_stage import run_here
 from extractors import demucs
 
@@ -32,10 +34,10 @@ def params(repo: Path, **overrides) -> dict:
 
 
 def separate(repo: Path, source: Path, artifacts: Path, **overrides):
+    """(audio, what demucs made of it), run in this process."""
     audio = decode.decode(str(source))
-    audio.artifacts_dir, audio.device = str(artifacts), "cpu"
-    values = run_here(demucs, audio, params(repo, **overrides))
-    return audio, values
+    made = run_here(demucs, audio, params(repo, **overrides), Inputs(artifacts_dir=str(artifacts)))
+    return audio, made
 
 
 def test_unavailable_without_a_model_folder_and_nothing_fails(tmp_path, repo):
@@ -64,15 +66,15 @@ def test_unavailable_without_a_model_folder_and_nothing_fails(tmp_path, repo):
 ])
 def test_four_stems_in_every_format(tmp_path, repo, fmt, extra, subtype):
     source = write(tmp_path / "Song.wav", sine(220, 1.5, channels=2))
-    audio, values = separate(repo, source, tmp_path / "artifacts", format=fmt, **extra)
+    audio, made = separate(repo, source, tmp_path / "artifacts", format=fmt, **extra)
     folder = tmp_path / "artifacts" / "tiny" / f"Song-{audio.audio_id[:12]}"
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.{fmt}" for s in STEMS)
     for stem in STEMS:
         info = sf.info(folder / f"{stem}.{fmt}")
         assert (info.samplerate, info.channels, info.subtype) == (44100, 2, subtype)
         assert abs(info.frames - audio.frames) <= (3000 if fmt == "mp3" else 0)
-    assert sorted(kind for kind, *_ in audio.artifacts) == sorted(f"stem:{s}" for s in STEMS)
-    shares = [values[f"{s}_share"] for s in STEMS]
+    assert sorted(a.kind for a in made.artifacts) == sorted(f"stem:{s}" for s in STEMS)
+    shares = [made.values[f"{s}_share"] for s in STEMS]
     assert sum(shares) == pytest.approx(1.0) and all(0 <= s <= 1 for s in shares)
 
 
@@ -96,17 +98,17 @@ def test_windows_batched_as_the_gpu_worker_does_equal_demucs_own_separation(tmp_
     mono = chord_progression(seconds_each=0.66)
     source = write(tmp_path / "mix.wav", np.hstack([mono, 0.5 * np.roll(mono, 300)]))
     audio = decode.decode(str(source))
-    audio.artifacts_dir, audio.device = str(tmp_path / "artifacts"), "cpu"
+    inputs = Inputs(artifacts_dir=str(tmp_path / "artifacts"))
     separation = demucs.load_model(params(repo, model=model), "cpu")
     info = demucs.model_info(separation)
-    items, state = demucs.prepare(audio, params(repo, model=model, shifts=shifts), info)
+    items, state = demucs.prepare(audio, params(repo, model=model, shifts=shifts), info, inputs)
     assert items.shape[1:] == (2, info["window_length"]) and len(items) > 4
     import torch
 
     with torch.inference_mode():  # windows of one file split over batches of 3, as from several files
         outputs = [demucs.forward(separation, torch.from_numpy(items[i : i + 3])).numpy() for i in range(0, len(items), 3)]
-    demucs.finish(audio, params(repo, model=model), info, state, outputs)
-    ours = np.stack([audio.derived["demucs"]["stems"][s].T for s in ["drums", "bass", "other", "vocals"]])
+    made = demucs.finish(audio, params(repo, model=model), info, state, outputs, inputs)
+    ours = np.stack([made.leaves["stems"][s].T for s in ["drums", "bass", "other", "vocals"]])
     offset = state["plan"][0][1] + int(0.5 * 44100) if shifts else 0
     monkeypatch.setattr("demucs.apply.random.randint", lambda low, high: offset)
     expected = reference_stems(repo, model, audio, shifts, offset)
@@ -116,16 +118,16 @@ def test_windows_batched_as_the_gpu_worker_does_equal_demucs_own_separation(tmp_
 
 def test_shifted_separation_is_the_same_for_the_same_audio(tmp_path, repo):
     source = write(tmp_path / "mix.wav", chord_progression(seconds_each=0.4))
-    first, _ = separate(repo, source, tmp_path / "one", shifts=2)
-    again, _ = separate(repo, source, tmp_path / "two", shifts=2)
+    _, first = separate(repo, source, tmp_path / "one", shifts=2)
+    _, again = separate(repo, source, tmp_path / "two", shifts=2)
     for stem in ["drums", "vocals"]:
-        np.testing.assert_array_equal(first.derived["demucs"]["stems"][stem], again.derived["demucs"]["stems"][stem])
+        np.testing.assert_array_equal(first.leaves["stems"][stem], again.leaves["stems"][stem])
 
 
 def test_mono_and_other_rates_come_out_as_the_models_stereo(tmp_path, repo):
     source = write(tmp_path / "mono48.wav", sine(220, 1.0, sr=48000), sr=48000)
-    audio, _ = separate(repo, source, tmp_path / "artifacts")
-    info = sf.info(audio.artifacts[0][2])
+    _, made = separate(repo, source, tmp_path / "artifacts")
+    info = sf.info(made.artifacts[0].path)
     assert (info.samplerate, info.channels) == (44100, 2)
     assert info.frames == pytest.approx(44100, abs=2)
 
@@ -134,10 +136,10 @@ def test_same_names_never_share_a_folder_and_odd_names_stay_inside(tmp_path, rep
     artifacts = tmp_path / "artifacts"
     one = write(tmp_path / "a" / "song.wav", sine(220, 1.0))
     two = write(tmp_path / "b" / "song.wav", sine(330, 1.0))
-    folders = {Path(separate(repo, p, artifacts)[0].artifacts[0][2]).parent for p in (one, two)}
+    folders = {Path(separate(repo, p, artifacts)[1].artifacts[0].path).parent for p in (one, two)}
     assert len(folders) == 2
     for name in ["..flac", "..", "ünïcødé 曲.wav", "x" * 240 + ".wav", "new\nline.wav", "back\\slash.wav"]:
-        folder = demucs.track_folder(str(artifacts), "tiny", f"/music/{name}", "0123456789abcdef")
+        folder = track_folder(str(artifacts), "tiny", f"/music/{name}", "0123456789abcdef")
         assert folder.resolve().is_relative_to(artifacts.resolve()) and folder.parent == artifacts / "tiny"
         assert len(folder.name.encode()) <= 100 and "\n" not in folder.name
 

@@ -39,7 +39,7 @@ def model_info(model):
     return {"factor": 2}
 
 
-def prepare(audio, params, info):
+def prepare(audio, params, info, inputs):
     import numpy as np
 
     return np.abs(audio.mono())[None], None
@@ -58,7 +58,7 @@ def forward(model, batch):
     return batch * 2
 
 
-def finish(audio, params, info, state, outputs):
+def finish(audio, params, info, state, outputs, inputs):
     import numpy as np
 
     return {"doubled_peak": float(max(np.abs(block).max() for block in outputs))}
@@ -316,10 +316,10 @@ def test_files_whose_models_were_in_a_killed_gpu_worker_fail_readably_and_the_re
     killed = False
     while not engine.idle:
         engine.step(timeout=0.1)
-        if not killed and any(w.running == "doubler" for w in engine.workers):
-            engine.gpus[0].process.kill()  # mid-request: its first files are lost with it
+        if not killed and any(w.running == "doubler" for w in engine.executor.workers):
+            engine.executor.gpus[0].process.kill()  # mid-request: its first files are lost with it
             killed = True
-    restarts = engine.gpus[0].restarts
+    restarts = engine.executor.gpus[0].restarts
     engine.stop()
     report = engine.report
     assert killed and restarts == 1, report.failures

@@ -118,13 +118,13 @@ WHERE NOT s.current AND c.enabled AND c.available;
 
 -- failed: runs of the current identities that failed, per present file (contract).
 CREATE OR REPLACE VIEW failed AS
-SELECT l.path, r.audio_id, r.extractor, r.version, r.error, r.attempts
+SELECT l.path, r.audio_id, r.extractor, r.version, r.error, r.attempts, r.host
 FROM runs r
 JOIN extractor_current c USING (extractor, version, params_hash)
 JOIN library l ON l.audio_id = r.audio_id
 WHERE r.status = 'failed' AND c.scope = 'audio'
 UNION ALL
-SELECT l.path, r.audio_id, r.extractor, r.version, r.error, r.attempts
+SELECT l.path, r.audio_id, r.extractor, r.version, r.error, r.attempts, r.host
 FROM runs r
 JOIN extractor_current c USING (extractor, version, params_hash)
 JOIN library l ON l.file_id = r.file_id
