@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--shifts", type=int, default=0)
     parser.add_argument("--gpu-worker", action="store_true", help="use the GPU worker even on a CPU (it is on by "
                         "itself on a GPU)")
+    parser.add_argument("--ray-address", metavar="ADDRESS", help="run muscat's side on this Ray cluster (a GPU actor "
+                        "per GPU) instead of local worker processes")
     args = parser.parse_args()
     on_gpu = args.device != "cpu"
     workers = args.workers or (os.cpu_count() if on_gpu else args.parallel)
@@ -138,8 +140,10 @@ def main() -> None:
         subprocess.run([str(MUSCAT), "--db", str(db), "extract", "--only", "probe"], capture_output=True)
         sampler = BusySampler() if on_gpu else None
         started = time.perf_counter()
-        result = subprocess.run([str(MUSCAT), "--db", str(db), "extract", "--only", "demucs", "--workers",
-                                 str(workers), "--device", args.device, "--json"], capture_output=True, text=True)
+        on_ray = ["--executor", "ray", "--ray-address", args.ray_address] if args.ray_address else ["--workers",
+                                                                                                   str(workers)]
+        result = subprocess.run([str(MUSCAT), "--db", str(db), "extract", "--only", "demucs", *on_ray,
+                                 "--device", args.device, "--json"], capture_output=True, text=True)
         ours = time.perf_counter() - started
         busy = sampler.stop() if sampler else None
         if result.returncode != 0:
