@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from . import migrations
+from .clock import utc_now  # noqa: F401  (the catalogue's clock; long imported from here)
 from .errors import CatalogLocked, DatabaseError
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ ALIAS = "catalogue"
 STORAGE_VERSION = "v1.5.0"
 # How long a waiting command stays silent before it says why it waits.
 QUIET_WAIT_S = 1.0
-
-
-def utc_now() -> datetime:
-    """Now, as the catalogue stores times: UTC, without a time zone (TIMESTAMP columns)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _lock_holder(message: str) -> str | None:
@@ -110,8 +106,6 @@ class Database:
         self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"), patience)
         con.execute(f"USE {ALIAS}")
         if not self._migrated:
-            from . import migrations
-
             try:
                 migrations.upgrade(self, con)
             except BaseException:
@@ -136,21 +130,29 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the catalogue, waiting while a writer holds the file."""
-        import duckdb
-
-        from . import migrations
-
         if not self.path.exists() or not self._migrated:
             # Create the catalogue on first use, and bring an older one up to date.
             if not self.path.exists() or migrations.needs_upgrade(self):
                 with self.write():
                     pass
-        con = self._retry_while_locked(lambda: duckdb.connect(str(self.path), read_only=True))
+        con = self.connect_read_only()
         try:
-            con.execute("SET enable_progress_bar = false")
             yield con
         finally:
             con.close()
+
+    def connect_read_only(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the file as it is (not migrated), waiting while a writer
+        holds it. The caller closes it; `read()` is the usual way in."""
+        import duckdb
+
+        con = self._retry_while_locked(lambda: duckdb.connect(str(self.path), read_only=True))
+        try:
+            con.execute("SET enable_progress_bar = false")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # -- waiting on other processes --------------------------------------------------------
 

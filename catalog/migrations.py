@@ -5,6 +5,9 @@ transaction each, recorded in `schema_version`. Before an existing catalogue is 
 of it is kept beside it (`<name>.duckdb.bak-v<old version>`). A catalogue written by a newer
 muscat is refused, untouched. Views (schema/views/*.sql, applied in file-name order) are
 re-created whenever their text changes.
+
+This module knows the catalogue only as the `Catalogue` protocol below (catalog/database.py's
+`Database` is one): the database imports the migrations, never the other way round.
 """
 
 from __future__ import annotations
@@ -12,20 +15,33 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .database import utc_now
+from .clock import utc_now
 from .errors import DatabaseError
 
 if TYPE_CHECKING:
     import duckdb
 
-    from .database import Database
-
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 MIGRATIONS = sorted((SCHEMA_DIR / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
 VIEWS = sorted((SCHEMA_DIR / "views").glob("*.sql"))
 LATEST = len(MIGRATIONS)
+
+
+class Catalogue(Protocol):
+    """What migrating needs of a catalogue file."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def connect_read_only(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the file as it is, waiting while a writer holds it."""
+        ...
+
+    def reattach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Detach the file from `con` (which checkpoints it) and attach it again."""
+        ...
 
 
 def _version(con: duckdb.DuckDBPyConnection) -> int:
@@ -45,7 +61,7 @@ def _views_digest() -> str:
     return digest.hexdigest()
 
 
-def _refuse_newer(db: Database, version: int) -> None:
+def _refuse_newer(db: Catalogue, version: int) -> None:
     if version > LATEST:
         raise DatabaseError(
             f"the catalogue {db.path} has schema version {version}, newer than this muscat "
@@ -53,11 +69,10 @@ def _refuse_newer(db: Database, version: int) -> None:
         )
 
 
-def needs_upgrade(db: Database) -> bool:
-    """Whether the file's schema is older than this muscat's (checked read-only)."""
-    import duckdb
-
-    con = db._retry_while_locked(lambda: duckdb.connect(str(db.path), read_only=True))
+def needs_upgrade(db: Catalogue) -> bool:
+    """Whether the file's schema (or its views) is older than this muscat's, checked read-only.
+    A catalogue newer than this muscat is a DatabaseError."""
+    con = db.connect_read_only()
     try:
         version = _version(con)
         _refuse_newer(db, version)
@@ -69,7 +84,7 @@ def needs_upgrade(db: Database) -> bool:
         con.close()
 
 
-def upgrade(db: Database, con: duckdb.DuckDBPyConnection) -> None:
+def upgrade(db: Catalogue, con: duckdb.DuckDBPyConnection) -> None:
     """Bring the attached catalogue up to date. `con` has it attached and in use."""
     from . import __version__
 
