@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Settings
-from .database import utc_now
+from .clock import utc_now
 from .errors import MuscatError
 from .executor import make_executor
 from .extractor import LoadedExtractor

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .database import utc_now
+from .clock import utc_now
 from .extractor import LoadedExtractor
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .database import utc_now
+from .clock import utc_now
 
 if TYPE_CHECKING:
     import duckdb

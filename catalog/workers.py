@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from .config import Settings
-from .database import utc_now
+from .clock import utc_now
 from .extractor import Inputs, Upstream
 from .protocol import (Changed, Done, Identified, Job, NoSpace, ProbeFacts, Rekeyed, Result, RunThese, Started,
                        Unreadable, Vanished)
