@@ -49,7 +49,7 @@ CHECKS: dict[str, str] = {
     """,
     "the same result is recorded twice": """
         SELECT r.extractor, r.version, r.params_hash,
-               CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END AS subject,
+               run_subject(c.scope, r.file_id, r.audio_id) AS subject,
                count(*)
         FROM runs r LEFT JOIN extractor_current c USING (extractor)
         GROUP BY ALL HAVING count(*) > 1

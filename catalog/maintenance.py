@@ -39,7 +39,7 @@ def stale_summary(db: Database, settings: Settings, only: list[str] | None = Non
                        coalesce(any_value(a.duration_s), 0) AS duration
                 FROM stale s LEFT JOIN audio a USING (audio_id)
                 JOIN extractor_current c USING (extractor)
-                GROUP BY s.extractor, CASE WHEN c.scope = 'file' THEN s.path ELSE s.audio_id END
+                GROUP BY s.extractor, run_subject(c.scope, s.path, s.audio_id)
             ),
             rates AS (  -- seconds of work per second of audio, from past runs
                 SELECT extractor, device, sum(seconds) / nullif(sum(audio_seconds), 0) AS rate
@@ -196,14 +196,19 @@ def _mark_garbage(con: duckdb.DuckDBPyConnection, cutoff: datetime) -> None:
         """
         CREATE OR REPLACE TEMP TABLE gc_runs AS
         -- Runs of an older identity (or failed ones) whose subject has a current ok result.
-        SELECT r.run_id, 'superseded' AS why
-        FROM runs r JOIN extractor_current c USING (extractor)
-        WHERE NOT (r.version = c.version AND r.params_hash = c.params_hash AND r.status = 'ok')
+        -- The subject is a column, so that the match is a hash join (comparing per pair of
+        -- runs grew with the square of an extractor's runs).
+        WITH subjects AS (
+            SELECT r.run_id, r.extractor, run_subject(c.scope, r.file_id, r.audio_id) AS subject,
+                   r.version = c.version AND r.params_hash = c.params_hash AND r.status = 'ok' AS current_ok
+            FROM runs r JOIN extractor_current c USING (extractor)
+        )
+        SELECT s.run_id, 'superseded' AS why
+        FROM subjects s
+        WHERE NOT s.current_ok
           AND EXISTS (
-              SELECT 1 FROM runs n
-              WHERE n.extractor = r.extractor AND n.status = 'ok'
-                AND n.version = c.version AND n.params_hash = c.params_hash
-                AND CASE WHEN c.scope = 'file' THEN n.file_id = r.file_id ELSE n.audio_id = r.audio_id END
+              SELECT 1 FROM subjects n
+              WHERE n.extractor = s.extractor AND n.subject = s.subject AND n.current_ok
           )
         UNION ALL
         -- Results of files and audio that are being removed.

@@ -41,10 +41,9 @@ def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
             for name, done, pending, stale, failed in con.execute(
                 """
                 WITH shown AS (
-                    SELECT extractor, count(DISTINCT CASE WHEN scope = 'file' THEN file_id::VARCHAR ELSE audio_id END)
-                               FILTER (WHERE current) AS done,
-                           count(DISTINCT CASE WHEN scope = 'file' THEN file_id::VARCHAR ELSE audio_id END)
-                               FILTER (WHERE NOT current) AS stale
+                    SELECT extractor,
+                           count(DISTINCT run_subject(scope, file_id, audio_id)) FILTER (WHERE current) AS done,
+                           count(DISTINCT run_subject(scope, file_id, audio_id)) FILTER (WHERE NOT current) AS stale
                     FROM shown_file_runs GROUP BY extractor
                 ),
                 waiting AS (SELECT extractor, count(*) AS pending FROM pending GROUP BY extractor),

@@ -5,9 +5,10 @@ SELECT feature, extractor, unit, min, max, description, kind, size
 FROM extractor_outputs
 ORDER BY extractor, position;
 
--- shown_runs: for each audio (or file, for file-scoped extractors) and extractor, the ok run
--- whose values the feature views show: the current identity's run when there is one, else the
--- newest older run, so that values never vanish between an upgrade and the recomputation.
+-- shown_runs: for each subject (the audio, or the file for file-scoped extractors: run_subject
+-- in 00_macros.sql) and extractor, the ok run whose values the feature views show: the current
+-- identity's run when there is one, else the newest older run, so that values never vanish
+-- between an upgrade and the recomputation.
 -- `current` is false when the run is of an older identity, or was computed from another input
 -- than the audio has now (hpcp on the mix, while stems exist): its values are then stale.
 CREATE OR REPLACE VIEW shown_runs AS
@@ -22,8 +23,7 @@ ranked AS (
            r.finished_at, c.scope, c.uses, c.version AS current_version,
            (r.version = c.version AND r.params_hash = c.params_hash) AS same_identity,
            row_number() OVER (
-               PARTITION BY r.extractor,
-                            CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END
+               PARTITION BY r.extractor, run_subject(c.scope, r.file_id, r.audio_id)
                ORDER BY (r.version = c.version AND r.params_hash = c.params_hash) DESC,
                         r.finished_at DESC, r.run_id DESC
            ) AS rank
@@ -174,7 +174,7 @@ latest AS (  -- the newest ok run per subject and identity
         SELECT r.run_id, r.extractor, r.version, r.params_hash,
                row_number() OVER (
                    PARTITION BY r.extractor, r.version, r.params_hash,
-                                CASE WHEN c.scope = 'file' THEN r.file_id::VARCHAR ELSE r.audio_id END
+                                run_subject(c.scope, r.file_id, r.audio_id)
                    ORDER BY r.finished_at DESC, r.run_id DESC
                ) AS rank
         FROM runs r JOIN extractor_current c USING (extractor)
