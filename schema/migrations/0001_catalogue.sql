@@ -2,7 +2,8 @@
 --
 -- Conventions for every migration:
 -- * No foreign keys: DuckDB reports false violations on update and upsert. Relationships are
---   kept by the code and checked by the test suite (tests/test_integrity.py).
+--   kept by the code and checked by catalog/integrity.py, which the tests run after every kind
+--   of change (assert_intact in tests/conftest.py) and `muscat doctor` runs on a catalogue.
 -- * Surrogate keys come from sequences (DuckDB has no SERIAL); 64-bit where they can grow.
 -- * A migration runs inside one transaction; `schema_version` gets one row per migration.
 
@@ -32,7 +33,8 @@ CREATE TABLE roots (
 
 CREATE SEQUENCE file_ids START 1;
 
--- A path under a root. `(root_id, dir, name)` is unique among rows (checked by tests).
+-- A path under a root. `(root_id, dir, name)` is unique among rows (checked by
+-- catalog/integrity.py: "a path is catalogued twice").
 -- Change detection uses the stat fields only; contents are read by extractors, not scans.
 CREATE TABLE files (
     file_id   BIGINT PRIMARY KEY DEFAULT nextval('file_ids'),
