@@ -100,9 +100,7 @@ class _CpuWorker:
 
     def __init__(self, settings: Settings, gpu: Any = None) -> None:
         from .registry import load_extractors
-        from .workers import SINGLE_THREADED
 
-        os.environ.update(SINGLE_THREADED)
         self.settings = settings
         self.extractors = {e.name: e for e in load_extractors(settings)}
         self.models = _GpuActorClient(gpu) if gpu is not None else None
@@ -252,9 +250,14 @@ class RayExecutor:
             self.gpus = [gpu_class.options(num_cpus=0).remote(self.settings)]
 
     def _new_actor(self, index: int) -> Any:
+        from .workers import SINGLE_THREADED
+
         cpu_class, _ = self._actor_classes()
         gpu = self.gpus[index % len(self.gpus)] if self.gpus else None
-        return cpu_class.options(scheduling_strategy="SPREAD").remote(self.settings, gpu)
+        # One CPU each: numpy's BLAS must keep to one thread from the process's start (Ray imports
+        # numpy before the actor runs), or the actors on a node fight over its cores.
+        return cpu_class.options(scheduling_strategy="SPREAD",
+                                 runtime_env={"env_vars": SINGLE_THREADED}).remote(self.settings, gpu)
 
     def start(self, size: int | None) -> None:
         import ray
