@@ -8,11 +8,14 @@ values remain visible (as stale) until their replacement has landed.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .extractor import Artifact, LoadedExtractor
 
@@ -51,6 +54,21 @@ class Probed:
     channels: int | None = None
     codec: str | None = None
     head_tail_hash: str | None = None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back until the block is done (in the main thread; elsewhere they
+    do not arrive anyway), then delivered."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # How long one flush waits for a catalogue held by another process before it keeps its results
@@ -145,7 +163,9 @@ class ResultWriter:
                 time.sleep(0.2)
 
     def _write_all(self) -> None:
-        with self.db.write(patience=FLUSH_PATIENCE_S) as con:
+        # Ctrl-C waits for the batch: DuckDB turns a KeyboardInterrupt raised inside one of its
+        # calls into an error of its own, and the batch is one transaction either way.
+        with _interrupts_deferred(), self.db.write(patience=FLUSH_PATIENCE_S) as con:
             self._write_rekeys(con)  # first: the probes and runs below name the new ids
             self._write_probed(con)
             self._write_runs(con)
