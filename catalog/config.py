@@ -145,13 +145,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
-    for key, value in data.items():
-        expected = _KEYS.get(key)
-        if expected is None:
-            known = ", ".join(sorted(_KEYS))
-            raise ConfigError(f"{path}: unknown key '{key}' (known keys: {known})")
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise ConfigError(f"{path}: '{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+    _checked(path, data, _KEYS)
     if "artifacts_dir" in data:
         settings.artifacts_dir = Path(data["artifacts_dir"]).expanduser()
     if "workers" in data:
@@ -207,14 +201,19 @@ def _apply(settings: Settings, data: dict[str, Any], path: Path) -> None:
 def _check_table(path: Path, data: dict[str, Any], table: str,
                  keys: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
     """The `[table]` of the file (empty when absent), its keys known and of the right types."""
-    values = data.get(table, {})
+    return _checked(path, data.get(table, {}), keys, table)
+
+
+def _checked(path: Path, values: dict[str, Any], keys: dict[str, type | tuple[type, ...]],
+             table: str | None = None) -> dict[str, Any]:
+    """`values`, every key known and of the right type (errors name the key, `table.key` in a table)."""
     for key, value in values.items():
+        name, known_in = (f"{table}.{key}", f" in [{table}]") if table else (key, "")
         expected = keys.get(key)
         if expected is None:
-            known = ", ".join(sorted(keys))
-            raise ConfigError(f"{path}: unknown key '{table}.{key}' (known keys in [{table}]: {known})")
+            raise ConfigError(f"{path}: unknown key '{name}' (known keys{known_in}: {', '.join(sorted(keys))})")
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise ConfigError(f"{path}: '{table}.{key}' must be {_type_name(expected)}, not {type(value).__name__}")
+            raise ConfigError(f"{path}: '{name}' must be {_type_name(expected)}, not {type(value).__name__}")
     return values
 
 
