@@ -183,3 +183,14 @@ def test_commands_that_do_not_use_ray_never_import_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("toml,named", [
+    ('[ray]\nadress = "127.0.0.1:6379"\n', "ray.adress"),
+    ("[ray]\nmax_attempts = 0\n", "ray.max_attempts"),
+    ('executor = "slurm"\n', "executor"),
+])
+def test_bad_ray_configuration_is_exit_2_naming_the_key(tmp_path, toml, named):
+    (tmp_path / "muscat.toml").write_text(toml)
+    out = run_muscat("extract", db=tmp_path / "cat.duckdb")
+    assert out.returncode == 2 and named in out.stderr, out.stderr
