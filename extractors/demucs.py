@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import unicodedata
 from pathlib import Path
 
 from catalog.artifacts import track_folder, write_atomically
