@@ -13,9 +13,14 @@ with the catalogue:
    row, and so its audio and features.
 4. Remaining new files are added; remaining gone files are marked missing, never deleted.
 5. Tags (catalog/tags.py) are read for the present files of the scanned folders that are new or
-   changed since their tags were last read, after the reconciliation's transaction and
-   outside it, and written in short batches of their own. An unchanged folder's files are
-   not read: a rescan of an unchanged library still reads no file contents.
+   changed since their tags were last read, never inside a write transaction. On the first
+   scan of a root, where every file is new, the walker processes read them once they have
+   walked their share, while this process is still starting (catalog/walker.py), and they are
+   written with the files, in the reconciliation's transaction: stored as read at its time,
+   as the files' `changed_at` is. All others (and those beyond the walkers' budget) are read
+   after the reconciliation's transaction and written in short batches of their own. An
+   unchanged folder's files are not read: a rescan of an unchanged library still reads no
+   file contents.
 
 A root that is absent, unreadable or suddenly empty is reported as offline and left alone:
 its files are not marked missing. Folders that cannot be read are reported, and the files
@@ -96,19 +101,34 @@ def scan(
     that may still be being written, which are neither added nor marked missing yet.
     """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
-    # Creating a catalogue keeps this process busy while the walk runs: leave it a core then.
+    # One walker per core, up to 4, also while this process creates a catalogue: the walkers
+    # then read every file's tags, more work than creating it (with a core left to this process
+    # the scan ended later); and for that, up to as many as the pool that reads tags after the
+    # walk would start (`workers`, 8 at most).
     cores = os.cpu_count() or 1
-    walkers = min(4, cores if db.path.exists() else max(1, cores - 1))
+    created = not db.path.exists()
+    walkers = min(4, cores)
+    if created:
+        walkers = max(walkers, min(8, cores, settings.workers or cores))
+    # The walkers read the tags of roots new to the catalogue: for a new catalogue that is known
+    # now, else once the catalogue has said which roots it knows (`decide`, below).
     walking = walker.start_walk(
         roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
         recursive=recursive, defer=defer,
+        read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
     )
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).
-    if not _catalogued(db, roots):
-        import pyarrow  # noqa: F401
-    walks = walking.result()
+    try:
+        covered, new = _known(db, roots)
+        walking.decide(new)
+        if not all(covered):
+            import pyarrow  # noqa: F401
+        walks = walking.result()
+    except BaseException:  # a catalogue that is locked, Ctrl-C: the walkers' work is not wanted
+        walking.abandon()
+        raise
     with db.write() as con:
         reconcile = _Reconcile(con, allow_empty)
         report = reconcile.run(walks)
@@ -119,13 +139,34 @@ def scan(
     return report
 
 
-def _catalogued(db: Database, roots: list[str]) -> bool:
+def _inside(path: str, others: Iterable[str]) -> bool:
+    """Whether `path` is one of `others` or lies inside one, by name or by where it really is."""
+    others = list(others)
+    for resolve in (lambda p: p, os.path.realpath):
+        target = resolve(path)
+        for other in others:
+            other = resolve(other).rstrip("/")
+            if target == other or target.startswith(other + "/"):
+                return True
+    return False
+
+
+def _known(db: Database, roots: list[str]) -> tuple[list[bool], list[bool]]:
+    """For each root: whether the catalogue knows it (it or a root above it is registered),
+    and whether it is new: unknown, holding no registered root, inside no other of `roots`:
+    all its files are new. Creates the catalogue when there is none."""
     if not db.path.exists():
         with db.write():  # creates the catalogue
-            return False
-    with db.read() as con:
-        known = [path for (path,) in con.execute("SELECT path FROM roots").fetchall()]
-    return all(any(r == k or r.startswith(k.rstrip("/") + "/") for k in known) for r in roots)
+            known: list[str] = []
+    else:
+        with db.read() as con:
+            known = [path for (path,) in con.execute("SELECT path FROM roots").fetchall()]
+    covered = [_inside(r, known) for r in roots]
+    new = [
+        not c and not any(_inside(k, [r]) for k in known) and not _inside(r, [o for o in roots if o != r])
+        for r, c in zip(roots, covered)
+    ]
+    return covered, new
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:
@@ -178,6 +219,9 @@ class _Reconcile:
         # For each row of `seen` (by seen_id): its folder's index in `changed`, and its name.
         self.seen_folder: list[int] = []
         self.seen_names: list[bytes] = []
+        # Tags the walkers read: (seen_id of the folder's first file, tags.Block), and as Arrow.
+        self.walk_tags: list[tuple[int, Any]] = []
+        self.walk_tag_rows: Any = None
 
     def run(self, walks: list[walker.Walk]) -> ScanReport:
         for walk in walks:
@@ -301,13 +345,14 @@ class _Reconcile:
         """The files of changed folders as an Arrow table, one row per file, `seen_id` first.
 
         Built column-wise with C-level list operations: a first scan of a large library passes
-        every file through here.
+        every file through here. Where the walkers read tags, `tags_read` says whose they read
+        (all but those gone first) and `tags_error` their problem.
         """
         import pyarrow as pa
 
-        columns: dict[str, list[Any]] = {
-            k: [] for k in ("root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode")
-        }
+        names_of = ["root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode"]
+        walked_tags = any(folder.listing.tags is not None for folder in self.changed)
+        columns: dict[str, list[Any]] = {k: [] for k in names_of + ["tags_read", "tags_error"] * walked_tags}
         for index, folder in enumerate(self.changed):
             fields = folder.listing.blob.split(b"\0")[:-1]
             names_b = fields[0::5]
@@ -326,6 +371,14 @@ class _Reconcile:
                     else (folder.dir_raw + b"/" + name_b if folder.dir_raw else name_b)
                     for name_b in names_b
                 ]
+            if folder.listing.tags is not None:
+                self.walk_tags.append((len(self.seen_names), folder.listing.tags))
+                read, problems = tags.block_files(folder.listing.tags)
+                columns["tags_read"] += read
+                columns["tags_error"] += problems
+            elif walked_tags:
+                columns["tags_read"] += [False] * n
+                columns["tags_error"] += [None] * n
             columns["root_id"] += [folder.root_id] * n
             columns["dir"] += [folder.dir] * n
             columns["name"] += names
@@ -338,6 +391,7 @@ class _Reconcile:
         types = {
             "root_id": pa.int32(), "dir": pa.string(), "name": pa.string(), "raw_path": pa.binary(),
             "size": pa.uint64(), "mtime_ns": pa.int64(), "dev": pa.uint64(), "inode": pa.uint64(),
+            "tags_read": pa.bool_(), "tags_error": pa.string(),
         }
         arrays = {"seen_id": pa.array(range(len(columns["name"])), pa.int64())}
         arrays.update({k: pa.array(v, types[k]) for k, v in columns.items()})
@@ -436,16 +490,26 @@ class _Reconcile:
             """,
             [self.now],
         )
+        # New rows, with the tags the walkers read (of a root new to the catalogue) if they did.
+        columns, values, join, params = "", "", "", [self.now, self.now]
+        if self.walk_tags:
+            any_tags = self._prepare_walk_tags()
+            tag_columns = list(tags.TEXT_COLUMNS) + list(tags.NUMBER_COLUMNS) if any_tags else []
+            columns = ", tags_read_at, tags_error" + "".join(f", {c}" for c in tag_columns)
+            values = ", CASE WHEN s.tags_read THEN ?::TIMESTAMP END, s.tags_error" + "".join(
+                f", t.{c}" for c in tag_columns)
+            join = "LEFT JOIN walk_first t ON t.id = s.seen_id" if any_tags else ""
+            params.append(self.now)
         con.execute(
-            """
+            f"""
             INSERT INTO files (root_id, dir, name, raw_path, size, mtime_ns, dev, inode,
-                               status, first_seen, changed_at)
-            SELECT root_id, dir, name, raw_path, size, mtime_ns, dev, inode, 'present', ?, ?
-            FROM seen
-            WHERE file_id IS NULL AND seen_id NOT IN (SELECT seen_id FROM moves_arrow)
-            ORDER BY seen_id
+                               status, first_seen, changed_at{columns})
+            SELECT s.root_id, s.dir, s.name, s.raw_path, s.size, s.mtime_ns, s.dev, s.inode, 'present', ?, ?{values}
+            FROM seen s {join}
+            WHERE s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)
+            ORDER BY s.seen_id
             """,
-            [self.now, self.now],
+            params,
         )
         con.execute(
             """
@@ -463,10 +527,63 @@ class _Reconcile:
             "files": pa.array([f.listing.count for f in self.changed], pa.int32()),
         }))
         con.execute("INSERT INTO dirs SELECT root_id, dir, fingerprint, files FROM new_dirs_arrow")
+        if self.walk_tags:
+            self._store_walk_tags()
         for name in ("changed_dirs_arrow", "seen_arrow", "moves_arrow", "new_dirs_arrow", "deferred_arrow"):
             con.unregister(name)
         con.execute("DROP TABLE temp.seen")
         con.execute("DROP TABLE temp.gone")
+
+    def _prepare_walk_tags(self) -> bool:
+        """The tags the walkers read, as `walk_tags_arrow` (id, key, ordinal, value), id being
+        seen_id, and `walk_first` (id, the library's tag columns) for the new rows. Returns
+        whether any file had tags."""
+        self.walk_tag_rows = tags.block_tables(self.walk_tags)
+        self.con.register("walk_tags_arrow", self.walk_tag_rows)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE walk_first AS {tags.first_values('walk_tags_arrow')}")
+        return self.walk_tag_rows.num_rows > 0
+
+    def _store_walk_tags(self) -> None:
+        """Write the rest of the tags the walkers read: the `file_tags` rows of the new files
+        (whose columns the INSERT set), and the tags of files that had a row, where they are due
+        (changed, or never read) and the stat is still the one the walk saw. All count as read
+        at the scan's time, since the files' last change; tag problems are scan problems
+        (see _record_problems)."""
+        con = self.con
+        new = "s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
+        con.execute(
+            f"""
+            INSERT INTO file_tags
+            SELECT f.file_id, t.key, t.ordinal, t.value
+            FROM walk_tags_arrow t
+            JOIN seen s ON s.seen_id = t.id
+            JOIN files f ON f.root_id = s.root_id AND f.dir = s.dir AND f.name = s.name
+            WHERE {new}
+            """
+        )
+        problems = con.execute(
+            f"SELECT s.seen_id, s.tags_error FROM seen s WHERE s.tags_error IS NOT NULL AND {new}"
+        ).fetchall()
+        _, more = tags.store(
+            con, self.walk_tag_rows,
+            """
+            SELECT s.seen_id AS id, f.file_id, s.tags_error AS error,
+                   r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
+                   f.root_id
+            FROM seen s
+            LEFT JOIN moves_arrow m ON m.seen_id = s.seen_id
+            JOIN files f ON f.file_id = coalesce(s.file_id, m.file_id)
+            JOIN roots r ON r.root_id = f.root_id
+            WHERE s.tags_read AND (s.file_id IS NOT NULL OR m.file_id IS NOT NULL)
+              AND f.status = 'present' AND (f.tags_read_at IS NULL OR f.tags_read_at < f.changed_at)
+              AND f.size = s.size AND f.mtime_ns = s.mtime_ns AND f.dev = s.dev AND f.inode = s.inode
+            """,
+            [], self.now,
+        )
+        for seen_id, error in sorted(problems + more):
+            self.report.problems.append((os.fsdecode(self._seen_path(seen_id)), error))
+        con.execute("DROP TABLE temp.walk_first")
+        con.unregister("walk_tags_arrow")
 
     def _match_moves(self) -> list[tuple[int, int, str | None]]:
         """Pair new files with gone or missing files holding the same bytes.

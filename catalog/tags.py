@@ -45,6 +45,13 @@ and must not fork), and writes them through Arrow in short batches: `file_tags` 
 first value of the library's tag columns on `files`, `tags_read_at`, and the problem (or none)
 in `tags_error` and `scan_problems`.
 
+On the first scan of a root every file is new: the forked folder walkers read those tags once
+they have walked, before the write transaction (`read_block`: a `Block` per folder, see
+catalog/walker.py), and the scanner writes them with the files, in the reconciliation's
+transaction (`block_files`, `block_tables`, `store`), stamped with the scan's time, which is the
+files' `changed_at`: they count as read since the last change. Those the walkers left (beyond
+their budget, or a file gone before it was read) are due, and are read as above.
+
 This module must not import duckdb or pyarrow at import time: the tag-reading processes load it.
 """
 
@@ -92,12 +99,15 @@ class Vanished(Exception):
 # -- reading -------------------------------------------------------------------------------
 
 
+_OPEN = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
 def read(path: bytes | str) -> tuple[Pairs, str | None]:
     """The tags of one file as (key, value) pairs, and a problem with them (or None).
 
     Raises Vanished when the file no longer exists."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _OPEN)
     except FileNotFoundError:
         raise Vanished(os.fsdecode(path)) from None
     except OSError as exc:
@@ -122,6 +132,121 @@ def read_many(paths: list[bytes]) -> list[tuple[Pairs, str | None] | None]:
         except Vanished:
             out.append(None)
     return out
+
+
+@dataclass
+class Block:
+    """The tags of one folder's files, read by a walker (catalog/walker.py) and carried to the
+    scanner with the folder's listing, packed so that the scanner holds no Python object per
+    value: for each file, in the listing's order, its number of pairs (`counts`, None when no
+    file has any); each pair's key and value as UTF-8 with int32 offsets, and its ordinal; the
+    problems by file, and the files that vanished before they were read (left unread)."""
+
+    files: int
+    counts: Any = None  # array('I'), one per file
+    ordinals: Any = None  # array('i'), one per pair
+    key_offsets: Any = None  # array('i'), pairs + 1
+    key_data: bytes = b""
+    value_offsets: Any = None
+    value_data: bytes = b""
+    errors: dict[int, str] | None = None
+    vanished: tuple[int, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """About what the block weighs, for the walk's budget."""
+        pairs = len(self.ordinals) if self.ordinals is not None else 0
+        return 64 + 4 * self.files + 12 * pairs + len(self.key_data) + len(self.value_data)
+
+
+def read_block(folder: bytes, names: list[bytes]) -> Block:
+    """read() for each file of one folder (absolute path, exact bytes), packed as a Block."""
+    from array import array
+
+    counts = array("I")
+    ordinals = array("i")
+    key_offsets, value_offsets = array("i", [0]), array("i", [0])
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    key_end = value_end = 0
+    errors: dict[int, str] = {}
+    vanished: list[int] = []
+    prefix = folder + b"/" if folder else b""
+    for index, name in enumerate(names):
+        try:
+            pairs, problem = read(prefix + name)
+        except Vanished:
+            vanished.append(index)
+            counts.append(0)
+            continue
+        if problem is not None:
+            errors[index] = problem
+        counts.append(len(pairs))
+        if not pairs:
+            continue
+        seen: dict[str, int] = {}
+        for key, value in pairs:
+            ordinal = seen.get(key, 0)
+            seen[key] = ordinal + 1
+            # mutagen gives str; one with a lone surrogate has no UTF-8 form: '?' for it.
+            key_b, value_b = key.encode("utf-8", "replace"), value.encode("utf-8", "replace")
+            key_end += len(key_b)
+            value_end += len(value_b)
+            keys.append(key_b)
+            values.append(value_b)
+            key_offsets.append(key_end)
+            value_offsets.append(value_end)
+            ordinals.append(ordinal)
+    if not keys:
+        return Block(len(names), errors=errors or None, vanished=tuple(vanished))
+    return Block(len(names), counts, ordinals, key_offsets, b"".join(keys), value_offsets, b"".join(values),
+                 errors or None, tuple(vanished))
+
+
+def block_files(block: Block) -> tuple[list[bool], list[str | None]]:
+    """For each file of a Block: whether it was read (not gone), and its problem."""
+    read = [True] * block.files
+    for index in block.vanished:
+        read[index] = False
+    problems: list[str | None] = [None] * block.files
+    for index, problem in (block.errors or {}).items():
+        problems[index] = problem
+    return read, problems
+
+
+def block_tables(blocks: list[tuple[int, Block]]) -> Any:
+    """The tags of Blocks whose files have ids `first, first + 1, ...` (the scanner's
+    seen_id), as one Arrow table (id, key, ordinal, value)."""
+    from array import array
+
+    import pyarrow as pa
+
+    ids = array("q")
+    ordinals = array("i")
+    keys: list[Any] = []
+    values: list[Any] = []
+    for first, block in blocks:
+        if block.counts is None:
+            continue
+        for index, count in enumerate(block.counts):
+            if count:
+                ids.extend([first + index] * count)
+        ordinals.extend(block.ordinals)
+        pairs = len(block.ordinals)
+        keys.append(pa.StringArray.from_buffers(pairs, pa.py_buffer(block.key_offsets), pa.py_buffer(block.key_data)))
+        values.append(pa.StringArray.from_buffers(pairs, pa.py_buffer(block.value_offsets),
+                                                  pa.py_buffer(block.value_data)))
+
+    def ints(numbers: Any, kind: Any) -> Any:  # from the array's buffer, as it is
+        return pa.Array.from_buffers(kind, len(numbers), [None, pa.py_buffer(numbers)])
+
+    def strings(parts: list[Any]) -> Any:
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+    return pa.table({
+        "id": ints(ids, pa.int64()), "key": strings(keys), "ordinal": ints(ordinals, pa.int32()),
+        "value": strings(values),
+    })
 
 
 # First bytes by which mutagen knows a container that can hold tags (mutagen.File's scores);
@@ -738,7 +863,6 @@ def _ignore_interrupts() -> None:
 def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) -> int:
     import pyarrow as pa
 
-    read_at = utc_now()
     file_ids: list[int] = []
     keys: list[str] = []
     ordinals: list[int] = []
@@ -753,7 +877,7 @@ def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) ->
             ordinals.append(ordinal)
             values.append(value)
     tags_arrow = pa.table({
-        "file_id": pa.array(file_ids, pa.int64()),
+        "id": pa.array(file_ids, pa.int64()),
         "key": pa.array(keys, pa.string()),
         "ordinal": pa.array(ordinals, pa.int32()),
         "value": pa.array(values, pa.string()),
@@ -763,6 +887,78 @@ def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) ->
         "changed_at": pa.array([item.changed_at for item, _ in batch], pa.timestamp("us")),
         "error": pa.array([error for _, (_, error) in batch], pa.string()),
     })
+    with db.write() as con:
+        con.register("tags_read_arrow", read_arrow)
+        try:
+            # Only files that are still as the scan left them (another scan may have changed one).
+            written, _ = store(
+                con, tags_arrow,
+                """
+                SELECT b.file_id AS id, b.file_id, b.error,
+                       r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
+                       f.root_id
+                FROM tags_read_arrow b
+                JOIN files f ON f.file_id = b.file_id AND f.changed_at = b.changed_at AND f.status = 'present'
+                JOIN roots r ON r.root_id = f.root_id
+                """,
+                [], utc_now(),
+            )
+        finally:
+            con.unregister("tags_read_arrow")
+    return written
+
+
+def store(
+    con: duckdb.DuckDBPyConnection, tags_arrow: Any, batch_sql: str, params: list[Any], read_at: datetime
+) -> tuple[int, list[tuple[int, str]]]:
+    """Write the tags of a batch of files, inside the caller's transaction.
+
+    `batch_sql` selects the files to write, as (id, file_id, error, path, root_id): `id` is
+    the key of the rows of `tags_arrow` (id, key, ordinal, value) that are the file's tags.
+    Their `file_tags` rows are replaced, the library's columns set to each key's first value,
+    `tags_read_at` to `read_at` and `tags_error` (and their tag problem in scan_problems) to
+    `error`. Returns how many files were written, and (id, error) of those with a problem."""
+    columns = list(TEXT_COLUMNS) + list(NUMBER_COLUMNS)
+    con.register("tags_arrow", tags_arrow)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE tag_batch AS {batch_sql}", params)
+        con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM tag_batch)")
+        con.execute(
+            "INSERT INTO file_tags SELECT b.file_id, t.key, t.ordinal, t.value "
+            "FROM tags_arrow t JOIN tag_batch b USING (id)"
+        )
+        con.execute(
+            f"""
+            UPDATE files SET tags_read_at = ?, tags_error = u.error,
+                   {", ".join(f"{c} = u.{c}" for c in columns)}
+            FROM (
+                SELECT b.file_id, b.error, {", ".join(f"s.{c}" for c in columns)}
+                FROM tag_batch b
+                LEFT JOIN ({first_values("tags_arrow")}) s USING (id)
+            ) u
+            WHERE files.file_id = u.file_id
+            """,
+            [read_at],
+        )
+        con.execute(
+            "DELETE FROM scan_problems WHERE starts_with(reason, 'tags: ') "
+            "AND (root_id, path) IN (SELECT (root_id, path) FROM tag_batch)"
+        )
+        con.execute(
+            "INSERT INTO scan_problems SELECT root_id, path, error, ? FROM tag_batch WHERE error IS NOT NULL",
+            [read_at],
+        )
+        written = con.execute("SELECT count(*) FROM tag_batch").fetchone()[0]
+        problems = con.execute("SELECT id, error FROM tag_batch WHERE error IS NOT NULL ORDER BY id").fetchall()
+        con.execute("DROP TABLE temp.tag_batch")
+    finally:
+        con.unregister("tags_arrow")
+    return written, problems
+
+
+def first_values(tags_table: str) -> str:
+    """SELECT of (id, the library's tag columns) from a table of (id, key, ordinal, value):
+    each key's first value, track and disc numbers as integers or NULL."""
     first = ",\n".join(
         f"any_value(value) FILTER (WHERE key = '{key}' AND ordinal = 0) AS {key}" for key in TEXT_COLUMNS
     ) + "".join(
@@ -770,55 +966,7 @@ def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) ->
         f"'{NUMBER_PATTERN}', 1) AS INTEGER) AS {column}"
         for column, key in NUMBER_COLUMNS.items()
     )
-    columns = list(TEXT_COLUMNS) + list(NUMBER_COLUMNS)
-    with db.write() as con:
-        con.register("tags_arrow", tags_arrow)
-        con.register("tags_read_arrow", read_arrow)
-        try:
-            # Only files that are still as the scan left them (another scan may have changed one).
-            con.execute(
-                """
-                CREATE OR REPLACE TEMP TABLE tag_batch AS
-                SELECT b.file_id, b.error,
-                       r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
-                       f.root_id
-                FROM tags_read_arrow b
-                JOIN files f ON f.file_id = b.file_id AND f.changed_at = b.changed_at AND f.status = 'present'
-                JOIN roots r ON r.root_id = f.root_id
-                """
-            )
-            con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM tag_batch)")
-            con.execute(
-                "INSERT INTO file_tags SELECT file_id, key, ordinal, value FROM tags_arrow "
-                "WHERE file_id IN (SELECT file_id FROM tag_batch)"
-            )
-            con.execute(
-                f"""
-                UPDATE files SET tags_read_at = ?, tags_error = u.error,
-                       {", ".join(f"{c} = u.{c}" for c in columns)}
-                FROM (
-                    SELECT b.file_id, b.error, {", ".join(f"s.{c}" for c in columns)}
-                    FROM tag_batch b
-                    LEFT JOIN (SELECT file_id, {first} FROM tags_arrow GROUP BY file_id) s USING (file_id)
-                ) u
-                WHERE files.file_id = u.file_id
-                """,
-                [read_at],
-            )
-            con.execute(
-                "DELETE FROM scan_problems WHERE starts_with(reason, 'tags: ') "
-                "AND (root_id, path) IN (SELECT (root_id, path) FROM tag_batch)"
-            )
-            con.execute(
-                "INSERT INTO scan_problems SELECT root_id, path, error, ? FROM tag_batch WHERE error IS NOT NULL",
-                [read_at],
-            )
-            written = con.execute("SELECT count(*) FROM tag_batch").fetchone()[0]
-            con.execute("DROP TABLE temp.tag_batch")
-        finally:
-            con.unregister("tags_arrow")
-            con.unregister("tags_read_arrow")
-    return written
+    return f"SELECT id, {first} FROM {tags_table} GROUP BY id"
 
 
 def record_problems_sql(scope: str) -> str:

@@ -1,7 +1,8 @@
 """Walking a library root: one listing per directory, with a fingerprint of its audio files.
 
-The walker is the only part of a scan that touches the file system, and it reads no file
-contents: one `lstat`/`stat` per entry, the way `find -printf '%s %T@'` does.
+The walker is the only part of a scan that lists the file system: one `lstat`/`stat` per
+entry, the way `find -printf '%s %T@'` does. It reads no file contents, except the tags of
+the files of a root new to the catalogue (below).
 
 Each directory's audio files are summarised as a *listing*: the sorted records
 `name, size, mtime_ns, dev, inode` packed into one bytes blob, and a 64-bit fingerprint of
@@ -11,6 +12,12 @@ one number per directory and never builds per-file Python objects.
 
 The walk can run in a forked child process (`start_walk`) so that it overlaps the parent's
 start-up work (importing duckdb, opening the catalogue). It must not import duckdb itself.
+
+On the first scan of a root every file is new, and its tags are to be read: the forked walkers
+then also read them (catalog/tags.py), each for its share of the folders, while the parent is
+still starting, and hand them over with the listings (`Listing.tags`), packed, up to a budget of
+TAG_BUDGET bytes in all; the scanner reads those of the folders beyond it after the walk. On a
+rescan the walkers read no file.
 """
 
 from __future__ import annotations
@@ -19,16 +26,20 @@ import hashlib
 import mmap
 import os
 import pickle
+import signal
 import stat as stat_module
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
 
 # Records inside a listing blob are NUL-separated fields: NUL is the one byte that cannot occur
 # in a file name, so names with newlines, quotes or invalid UTF-8 round-trip exactly.
 _FIELDS_PER_RECORD = 5
+# Bytes of packed tags the walkers of one scan carry with their listings, all together (a few
+# hundred bytes a tagged file): beyond it, folders are left for the scanner to read.
+TAG_BUDGET = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,11 @@ class Listing:
     count: int
     blob: bytes
     key: tuple[int, int] = (0, 0)  # the folder's (dev, inode): one folder, one listing
+    # The files' tags, read by the walker (a tags.Block), or None when they were not read.
+    tags: Any = field(default=None, compare=False, repr=False)
+
+    def names(self) -> list[bytes]:
+        return self.blob.split(b"\0")[0:-1:_FIELDS_PER_RECORD]
 
     def files(self) -> list[FileStat]:
         fields = self.blob.split(b"\0")
@@ -223,6 +239,23 @@ def walk(
     return result
 
 
+def read_tags_of(walk: Walk, budget: int = TAG_BUDGET) -> int:
+    """Read the tags of the files of `walk`'s listings, folder by folder, while the packed
+    tags stay within `budget` bytes; the listings read carry them. Returns the bytes used."""
+    from . import tags
+
+    root_b = os.fsencode(walk.root)
+    used = 0
+    for i, listing in enumerate(walk.listings):
+        if used >= budget:
+            break
+        folder = root_b + b"/" + listing.dir if listing.dir else root_b
+        block = tags.read_block(folder, listing.names())
+        used += block.nbytes
+        walk.listings[i] = replace(listing, tags=block)
+    return used
+
+
 class _SharedCounts:
     """Files and folders found by each walker process, in shared memory, for one progress line."""
 
@@ -241,28 +274,68 @@ class _SharedCounts:
 class BackgroundWalk:
     """Walks running in forked children; `result()` collects and merges them."""
 
-    def __init__(self, roots: list[str], children: list[tuple[int, int]]) -> None:
+    def __init__(self, roots: list[str], children: list[tuple[int, int, int | None]]) -> None:
         self._roots = roots
-        self._children = children  # (pid, read end of its pipe)
+        # (pid, read end of its pipe, write end of the pipe that tells it whose tags to read),
+        # for each child not yet collected.
+        self._children = children
+
+    def decide(self, read_tags: Sequence[bool]) -> None:
+        """Tell walkers started without `read_tags` for which roots to read tags (a root new to
+        the catalogue), once the caller knows. Until then they wait, their walk done."""
+        flags = b"".join(b"1" if r else b"0" for r in read_tags)
+        for i, (pid, fd, decision) in enumerate(self._children):
+            if decision is None:
+                continue
+            try:
+                os.write(decision, flags)
+            except OSError:
+                pass  # the walker is gone: result() says so
+            os.close(decision)
+            self._children[i] = (pid, fd, None)
 
     def result(self) -> list[Walk]:
+        self.decide([False] * len(self._roots))  # walkers still waiting read no tags
         parts: list[list[Walk]] = []
-        for pid, fd in self._children:
+        while self._children:
+            pid, fd, _ = self._children[0]
             with os.fdopen(fd, "rb") as pipe:
                 data = pipe.read()
             _, status = os.waitpid(pid, 0)
+            self._children.pop(0)
             if not data or os.waitstatus_to_exitcode(status) != 0:
+                self.abandon()
                 raise RuntimeError(f"a folder walker process failed (exit status {status})")
             outcome = pickle.loads(data)
             if isinstance(outcome, BaseException):
+                self.abandon()
                 raise outcome
             parts.append(outcome)
         return [_merge(root, [part[i] for part in parts]) for i, root in enumerate(self._roots)]
+
+    def abandon(self) -> None:
+        """Stop and collect the walkers whose result is not wanted (the scan failed)."""
+        while self._children:
+            pid, fd, decision = self._children.pop()
+            for end in (fd, decision):
+                if end is not None:
+                    os.close(end)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
 
 
 class _InlineWalk:
     def __init__(self, walks: list[Walk]) -> None:
         self._walks = walks
+
+    def decide(self, read_tags: Sequence[bool]) -> None:
+        """An inline walk reads no tags: the scanner reads them after its transaction."""
+
+    def abandon(self) -> None:
+        pass
 
     def result(self) -> list[Walk]:
         return self._walks
@@ -303,12 +376,18 @@ def start_walk(
     processes: int | None = None,
     recursive: bool = True,
     defer: Callable[[bytes, os.stat_result], bool] | None = None,
+    read_tags: Sequence[bool] | None = None,
 ) -> BackgroundWalk | _InlineWalk:
-    """Walk `roots` in forked children (one per core, up to 4), or in this process.
+    """Walk `roots` in forked children (`processes`, else one per core up to 4), or in this
+    process.
 
     Each child takes every n-th top-level folder of each root; the first also lists the
     roots' own files. The children's results are merged per root. Shallow walks
     (`recursive=False`) and deferring walks run in this process.
+
+    Forked children also read the tags of the roots for which `read_tags` is true (see
+    read_tags_of()); without `read_tags` they wait, their walk done, for the caller's `decide()`
+    (or `result()`, which means none). Walks in this process read no tags.
     """
     extensions = list(extensions)
     skip_dirs = list(skip_dirs)
@@ -321,20 +400,30 @@ def start_walk(
     n = processes or max(1, min(4, os.cpu_count() or 1))
     tops = [_top_folders(r) for r in roots]
     counts = _SharedCounts(n)
-    children = []
+    children: list[tuple[int, int, int | None]] = []
     for slot in range(n):
         reader, writer = os.pipe()
+        decision_reader, decision_writer = os.pipe() if read_tags is None else (None, None)
         pid = os.fork()
         if pid == 0:  # child
             os.close(reader)
-            _walk_in_child(slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer)
+            if decision_writer is not None:
+                os.close(decision_writer)
+            for _, other_reader, other_decision in children:  # the other walkers' pipe ends
+                os.close(other_reader)
+                if other_decision is not None:
+                    os.close(other_decision)
+            _walk_in_child(slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer,
+                           read_tags, decision_reader)
         os.close(writer)
-        children.append((pid, reader))
+        if decision_reader is not None:
+            os.close(decision_reader)
+        children.append((pid, reader, decision_writer))
     return BackgroundWalk(roots, children)
 
 
 def _walk_in_child(  # type: ignore[no-untyped-def]
-    slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer
+    slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer, read_tags, decision
 ) -> None:
     code = 0
     try:
@@ -348,6 +437,19 @@ def _walk_in_child(  # type: ignore[no-untyped-def]
                 walk(root, extensions, skip_dirs, report, top_folders=set(top[slot::n]), root_files=slot == 0)
                 for root, top in zip(roots, tops)
             ]
+            if read_tags is None:  # wait for the parent to say (end of file: read none)
+                flags = b""
+                while len(flags) < len(roots):
+                    chunk = os.read(decision, len(roots) - len(flags))
+                    if not chunk:
+                        break
+                    flags += chunk
+                os.close(decision)
+                read_tags = [flags[i : i + 1] == b"1" for i in range(len(roots))]
+            budget = TAG_BUDGET // n
+            for w, wanted in zip(walks, read_tags):
+                if wanted and budget > 0 and w.offline_reason is None:
+                    budget -= read_tags_of(w, budget)
             payload = pickle.dumps(walks, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # hand the error to the parent
             payload = pickle.dumps(RuntimeError(f"walking failed: {exc!r}"))

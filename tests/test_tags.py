@@ -534,6 +534,144 @@ def test_many_files_are_read_by_a_process_pool_with_the_same_result(tmp_path, db
     assert rows(db, "SELECT count(*) FROM library WHERE artist = 'Ärtist Ñame' AND track_number = 3") == [(160,)]
 
 
+def expected_tags(root: Path) -> list[tuple[str, str, int, str]]:
+    """(path, key, ordinal, value) of every file under `root`, as tags.read() gives them."""
+    expected = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        seen: dict[str, int] = {}
+        for key, value in tags.read(os.fsencode(path))[0]:
+            # The catalogue's text for a name that is not UTF-8 has \\xNN escapes.
+            expected.append((os.fsencode(path).decode("utf-8", "backslashreplace"), key, seen.get(key, 0), value))
+            seen[key] = seen.get(key, 0) + 1
+    return sorted(expected)
+
+
+def test_the_walkers_read_the_tags_of_a_new_root_with_the_same_result(tmp_path):
+    """On a root new to the catalogue the forked walkers read the tags (written with the files,
+    stored as read at the scan's time); a known root's files are not read again."""
+    first, second = tmp_path / "Music", tmp_path / "More"
+    for name in ("mp3-id3v2.4", "flac", "m4a", "wma", "wav-id3", "mp3-apev2"):
+        make(first / "a", name)
+    broken = make(first / "b", "mp3-id3v2.3")
+    corrupt_id3(broken)
+    encode(first / "b" / "untagged.wav", "pcm_s16le", "wav", seconds=0.1)
+    odd = os.fsencode(first / "b") + b"/caf\xe9 " + b"x" * 200 + b".flac"  # not UTF-8
+    shutil.copy(first / "a" / "flac" / "song.flac", odd)
+    for name in ("opus", "ogg-vorbis"):
+        make(second, name)
+    db_path = tmp_path / "cat.duckdb"
+    scanned = run_muscat("scan", str(first), "--json", db=db_path)
+    assert scanned.returncode == 1 and json.loads(scanned.stdout)["added"] == 9
+    assert f"{broken}: tags: ID3: ID3v2.9 not supported" in scanned.stderr
+    db = catalog.Database(db_path)
+    got = "SELECT path, key, ordinal, value FROM tags ORDER BY ALL"
+    assert rows(db, got) == expected_tags(first)
+    # Read by the walkers: at the scan's time (the reading after the walk stores a later one).
+    assert rows(db, "SELECT count(*), count(*) FILTER (WHERE tags_read_at = changed_at) FROM files") == [(9, 9)]
+    assert rows(db, "SELECT path, reason FROM scan_problems") == [(str(broken), "tags: ID3: ID3v2.9 not supported")]
+    assert rows(db, "SELECT count(*) FROM library WHERE artist = 'Ärtist Ñame' AND track_number = 3") == [(7,)]
+    before = rows(db, "SELECT file_id, tags_read_at FROM files ORDER BY file_id")
+    # A second root, new to the existing catalogue: its walkers read it, the first is not read.
+    added = run_muscat("scan", str(first), str(second), "--json", db=db_path)
+    assert json.loads(added.stdout) == dict(added=2, changed=0, moved=0, missing=0, unchanged=9, errors=0)
+    assert rows(db, got) == sorted(expected_tags(first) + expected_tags(second))
+    assert rows(db, "SELECT file_id, tags_read_at FROM files WHERE file_id IN (SELECT unnest(?)) ORDER BY file_id",
+                [[f for f, _ in before]]) == before
+    assert rows(db, "SELECT count(*) FROM files WHERE tags_read_at = changed_at") == [(11,)]
+    assert run_muscat("scan", str(first), str(second), db=db_path).returncode == 0  # nothing read again
+    assert rows(db, "SELECT path, reason FROM scan_problems") == [(str(broken), "tags: ID3: ID3v2.9 not supported")]
+    assert_intact(db)
+
+
+def test_tags_beyond_the_walkers_budget_or_of_a_file_gone_are_read_after_the_walk(tmp_path, db, settings,
+                                                                                   monkeypatch):
+    from catalog import walker
+
+    root = tmp_path / "Music"
+    sources = [make(tmp_path / "src", name) for name in ("mp3-id3v2.4", "flac", "m4a")]
+    for i in range(4):
+        (root / f"f{i}").mkdir(parents=True)
+        for j, source in enumerate(sources):
+            shutil.copy(source, root / f"f{i}" / f"{j}{source.suffix}")
+    real_start = walker.start_walk
+    gone: list[Path] = []
+
+    def start(roots, *args, read_tags=None, **kwargs):
+        walks = real_start(roots, *args, **kwargs).result()  # in this process: duckdb is loaded
+        assert read_tags == [True]  # a new catalogue: the walkers are told at once
+        (w,) = walks
+        first = w.listings[0]
+        gone.append(root / os.fsdecode(first.dir) / os.fsdecode(first.names()[0]))
+        gone[0].unlink()  # listed, then gone before its tags are read
+        assert walker.read_tags_of(w, budget=1) > 0  # the first folder only
+        assert [x.tags is not None for x in w.listings] == [True, False, False, False]
+        return walker._InlineWalk(walks)
+
+    monkeypatch.setattr(walker, "start_walk", start)
+    report = catalog.scan(db, [str(root)], settings)
+    assert report.added == 12 and report.problems == []
+    files = ("WITH f AS (SELECT r.path || '/' || f.dir || '/' || f.name AS path, f.* "
+             "FROM files f JOIN roots r USING (root_id)) ")
+    assert rows(db, files + "SELECT path FROM f WHERE tags_read_at IS NULL") == [(str(gone[0]),)]
+    by_walker = rows(db, files + "SELECT path FROM f WHERE tags_read_at = changed_at ORDER BY path")
+    assert by_walker == sorted((str(p),) for p in gone[0].parent.iterdir())
+    assert rows(db, files + "SELECT count(*) FROM f WHERE tags_read_at > changed_at") == [(9,)]
+    assert rows(db, "SELECT path, key, ordinal, value FROM tags ORDER BY ALL") == expected_tags(root)
+    monkeypatch.setattr(walker, "start_walk", real_start)
+    again = catalog.scan(db, [str(root)], settings)
+    assert again.missing == 1 and again.unchanged == 11
+    assert_intact(db)
+
+
+def test_a_file_moved_into_a_new_root_gets_the_walkers_tags_only_when_due(tmp_path, db, settings, monkeypatch):
+    from catalog import walker
+
+    old, new = tmp_path / "Old", tmp_path / "New"
+    due, current = make(old / "a", "flac"), make(old / "b", "m4a")
+    make(old / "c", "opus")  # stays: the old root is not emptied
+    catalog.scan(db, [str(old)], settings)
+    with db.write() as con:  # as a catalogue from before tags has it
+        con.execute("UPDATE files SET tags_read_at = NULL WHERE name = 'song.flac'")
+        con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM files WHERE name = 'song.flac')")
+    before = rows(db, "SELECT tags_read_at FROM files WHERE name = 'song.m4a'")
+    real_start = walker.start_walk
+    told = []
+
+    def start(roots, *args, read_tags=None, **kwargs):
+        walking = real_start(roots, *args, **kwargs)
+
+        class Walking:
+            def decide(self, flags):
+                told.append(list(flags))
+
+            def result(self):
+                walks = walking.result()
+                for w in walks:
+                    walker.read_tags_of(w)
+                return walks
+
+            def abandon(self):
+                walking.abandon()
+
+        return Walking()
+
+    monkeypatch.setattr(walker, "start_walk", start)
+    new.mkdir()
+    due.rename(new / "due.flac")
+    current.rename(new / "current.m4a")
+    report = catalog.scan(db, [str(old), str(new)], settings)
+    assert told == [[False, True]] and report.moved == 2 and report.problems == []
+    assert values(db, new / "due.flac", "artist") == ["Ärtist Ñame"]
+    # The walkers' reading (counted as at the scan's time), not a reading after the walk.
+    assert rows(db, "SELECT tags_read_at FROM files WHERE name = 'due.flac'") == [(report.scanned_at,)]
+    assert values(db, new / "current.m4a", "artist") == ["Ärtist Ñame"]
+    assert rows(db, "SELECT tags_read_at FROM files WHERE name = 'current.m4a'") == before  # not due: kept
+    assert rows(db, "SELECT count(*) FROM files WHERE tags_read_at IS NULL") == [(0,)]
+    assert rows(db, "SELECT path, key, ordinal, value FROM tags ORDER BY ALL") == sorted(
+        expected_tags(old) + expected_tags(new))
+    assert_intact(db)
+
+
 # -- retags ----------------------------------------------------------------------------------------
 
 
