@@ -11,6 +11,8 @@
   with the local GPU worker's batching (catalog/gpu_worker.py); CPU actors send it their items.
 - An actor or node that dies takes its job with it: the job is tried again on a new actor, up
   to `[ray] max_attempts` times (default 3), then reported lost ("worker lost 3 times: ...").
+  A GPU actor that dies is restarted by Ray (up to `max_attempts` times) and the CPU actors
+  ask it again for the forward passes it held.
   What the coordinator already had of the job is not repeated; a retried job writes its
   artifacts again, atomically.
 - Address: `--ray-address`, else `[ray] address`, else $RAY_ADDRESS, else a local Ray started
@@ -103,7 +105,7 @@ class _CpuWorker:
 
         self.settings = settings
         self.extractors = {e.name: e for e in load_extractors(settings)}
-        self.models = _GpuActorClient(gpu) if gpu is not None else None
+        self.models = _GpuActorClient(gpu, max(1, settings.ray_max_attempts)) if gpu is not None else None
         self.replies: queue.Queue = queue.Queue()
         self.host = node_address()
 
@@ -177,24 +179,40 @@ class _GpuWorker:
 class _GpuActorClient:
     """model_stage.Models for a CPU actor: the GPU actor's models."""
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, attempts: int) -> None:
         import ray
 
         self.actor = actor
+        self.attempts = attempts
         self.me = ray.get_runtime_context().get_actor_id()
         self._info: dict[str, dict[str, Any]] = {}
 
     def info(self, name: str) -> dict[str, Any]:
-        import ray
-
         if name not in self._info:
-            self._info[name] = ray.get(self.actor.info.remote(name))
+            self._info[name] = self._call("info", name)
         return self._info[name]
 
     def forward(self, name: str, items: Any) -> Iterator[Any]:
+        yield self._call("forward", name, items, self.me)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call to the GPU actor, waiting while Ray restarts it: a forward pass is computed
+        again whole, so one that died with the actor is simply asked again. Raises once the
+        actor has died `attempts` times under this call (Ray gave up restarting it)."""
         import ray
 
-        yield ray.get(self.actor.forward.remote(name, items, self.me))
+        deaths = 0
+        while True:
+            try:
+                return ray.get(getattr(self.actor, method).remote(*args))
+            except ray.exceptions.ActorUnavailableError:  # restarting: its models are loading
+                time.sleep(0.5)
+            except ray.exceptions.RayActorError as exc:
+                deaths += 1
+                if deaths >= self.attempts:
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise RuntimeError(f"GPU actor lost {deaths} times: {reason}") from None
+                time.sleep(0.5)
 
 
 @dataclass
@@ -230,7 +248,10 @@ class RayExecutor:
             import ray
 
             cpu = ray.remote(num_cpus=1, max_concurrency=2, max_restarts=0)(_CpuWorker)
-            gpu = ray.remote(max_concurrency=64, max_restarts=0)(_GpuWorker)
+            # A CPU actor that dies is replaced by a new one (_lost); the GPU actor is one that
+            # every CPU actor holds a handle to, so Ray restarts it in place (loading its models
+            # again), and the CPU actors ask again (_GpuActorClient._call).
+            gpu = ray.remote(max_concurrency=64, max_restarts=self.max_attempts)(_GpuWorker)
             self._classes = (cpu, gpu)
         return self._classes
 

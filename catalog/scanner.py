@@ -354,8 +354,8 @@ class _Reconcile:
         walked_tags = any(folder.listing.tags is not None for folder in self.changed)
         columns: dict[str, list[Any]] = {k: [] for k in names_of + ["tags_read", "tags_error"] * walked_tags}
         for index, folder in enumerate(self.changed):
-            fields = folder.listing.blob.split(b"\0")[:-1]
-            names_b = fields[0::5]
+            listed = folder.listing.columns()
+            names_b = listed.names
             n = len(names_b)
             try:
                 names = b"\0".join(names_b).decode("utf-8").split("\0")
@@ -382,10 +382,10 @@ class _Reconcile:
             columns["root_id"] += [folder.root_id] * n
             columns["dir"] += [folder.dir] * n
             columns["name"] += names
-            columns["size"] += map(int, fields[1::5])
-            columns["mtime_ns"] += map(int, fields[2::5])
-            columns["dev"] += map(int, fields[3::5])
-            columns["inode"] += map(int, fields[4::5])
+            columns["size"] += listed.sizes
+            columns["mtime_ns"] += listed.mtimes_ns
+            columns["dev"] += listed.devs
+            columns["inode"] += listed.inodes
             self.seen_folder += [index] * n
             self.seen_names += names_b
         types = {

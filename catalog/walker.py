@@ -43,15 +43,6 @@ TAG_BUDGET = 64 * 2**20
 
 
 @dataclass(frozen=True)
-class FileStat:
-    name: bytes
-    size: int
-    mtime_ns: int
-    dev: int
-    inode: int
-
-
-@dataclass(frozen=True)
 class Listing:
     """The audio files directly inside one directory."""
 
@@ -66,12 +57,24 @@ class Listing:
     def names(self) -> list[bytes]:
         return self.blob.split(b"\0")[0:-1:_FIELDS_PER_RECORD]
 
-    def files(self) -> list[FileStat]:
-        fields = self.blob.split(b"\0")
-        return [
-            FileStat(fields[i], int(fields[i + 1]), int(fields[i + 2]), int(fields[i + 3]), int(fields[i + 4]))
-            for i in range(0, len(fields) - 1, _FIELDS_PER_RECORD)
-        ]
+    def columns(self) -> ListingColumns:
+        """The records column by column: one list per field, no object per file."""
+        fields = self.blob.split(b"\0")[:-1]
+        step = _FIELDS_PER_RECORD
+        return ListingColumns(
+            fields[0::step], *([int(v) for v in fields[i::step]] for i in range(1, step))
+        )
+
+
+@dataclass(frozen=True)
+class ListingColumns:
+    """A listing's files, field by field, in the listing's order."""
+
+    names: list[bytes]
+    sizes: list[int]
+    mtimes_ns: list[int]
+    devs: list[int]
+    inodes: list[int]
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,52 @@ def test_tiny_demucs_in_a_ray_gpu_actor_writes_its_stems_atomically(cluster, tmp
         assert_intact(database)
 
 
+def test_a_killed_gpu_actor_is_restarted_and_every_file_gets_its_stems(cluster, tmp_path):
+    import ray
+    from ray._private.state import actors
+
+    repo = tiny_demucs_repo(tmp_path / "models")
+    root = tmp_path / "Music"
+    root.mkdir()
+    for i in range(6):
+        encode_av(root / f"piece{i}.flac", "flac", "flac", seconds=2.0 + i / 4)
+    db = tmp_path / "cat.duckdb"
+    (tmp_path / "muscat.toml").write_text(f'gpu_worker = true\n[extractors.demucs]\nrepo = "{repo}"\n'
+                                          'model = "tiny"\nformat = "wav"\n')
+    assert run_muscat("scan", str(root), db=db).returncode == 0
+    command = [str(MUSCAT), "--db", str(db), "extract", "--only", "demucs", "--json",
+               "--executor", "ray", "--ray-address", cluster.address]
+    run = subprocess.Popen(command, env={**os.environ, **RAY_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, cwd=tmp_path)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        gpu = None
+        deadline = time.monotonic() + 240
+        while gpu is None and time.monotonic() < deadline and run.poll() is None:
+            alive = [a for a in actors(actor_state_name="ALIVE").values()
+                     if a["ActorClassName"].endswith("_GpuWorker") and a["Pid"]]
+            gpu = alive[0] if alive else None
+            time.sleep(0.2)
+        assert gpu is not None and run.poll() is None, "the run ended before its GPU actor could be killed"
+        time.sleep(1.0)  # let it take work
+        os.kill(gpu["Pid"], signal.SIGKILL)
+        out, err = run.communicate(timeout=300)
+        restarts = [a["NumRestarts"] for a in actors().values() if a["ActorID"] == gpu["ActorID"]]
+    finally:
+        ray.shutdown()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert restarts == [1]  # Ray brought it back once, and the run went on with it
+    assert json.loads(out)["failed"] == 0
+    with closing(catalog.Database(db)) as database:
+        stems = rows(database, "SELECT count(DISTINCT audio_id), count(*) FROM artifacts WHERE extractor = 'demucs'")
+        assert stems == [(6, 24)]
+        assert not [p for p in (tmp_path / "muscat-artifacts").rglob(".*tmp*")]
+        assert_intact(database)
+    assert _alive_actors(cluster) == []
+
+
 def test_watch_with_ray_extracts_a_file_dropped_in(cluster, tmp_path):
     root = tmp_path / "Music"
     root.mkdir()
