@@ -69,6 +69,9 @@ def timed(cmd: list[str], env: dict[str, str] | None = None,
     When `output_lines` is given, what the process printed (stdout and stderr) is appended to it;
     otherwise stdout is discarded.
     """
+    # As on a user's machine, Python keeps the modules it compiles (.pyc): where
+    # PYTHONDONTWRITEBYTECODE is set, every process would compile numpy and pyarrow again.
+    env = {k: v for k, v in (env or os.environ).items() if k != "PYTHONDONTWRITEBYTECODE"}
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         out = err if output_lines is not None else subprocess.DEVNULL
