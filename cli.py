@@ -565,6 +565,37 @@ def doctor(obj: Context, as_json: bool) -> None:
     sys.exit(EXIT_OK if all(f.ok for f in findings) else EXIT_SOME_FAILED)
 
 
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
+@click.option("--using", type=click.Choice(["timbre", "harmony", "rhythm", "all"]), default="all", show_default=True,
+              help="What to compare: timbre (spectral statistics, MFCCs), harmony (chroma, key), rhythm "
+                   "(tempo, onset rate, danceability), or all three, weighed equally.")
+@click.option("--json", "as_json", is_flag=True, help="Print a list of {path, audio_id, distance}, nearest first.")
+@click.pass_obj
+def similar(obj: Context, path: str, k: int, using: str, as_json: bool) -> None:
+    """The tracks nearest to PATH: cosine distance (0 the same direction, 2 the opposite) between
+    their feature vectors, each feature standardised over the library first so that none weighs
+    more for its unit.
+
+    Computed in DuckDB from the current results (stale ones until they are redone); PATH's own
+    copies (files of the same audio) are left out. PATH must be in the catalogue and have the
+    results the aspect needs (timbre: spectral; harmony: hpcp and key; rhythm: rhythm); the
+    features each aspect uses are listed by `muscat sql "FROM similarity_features"`.
+    """
+    from catalog import formatting
+    from catalog.similar import similar as nearest
+
+    found = nearest(obj.database(), obj.settings, path, k=k, using=using)
+    if as_json:
+        click.echo(formatting.to_json(found))
+        return
+    if not found:
+        _warn(f"no other track has {using} features to compare with")
+    rows = [(i, round(r["distance"], 4), r["path"]) for i, r in enumerate(found, 1)]
+    click.echo(formatting.rows_to_table(["#", "distance", "path"], rows))
+
+
 @main.group("models", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a list of {extractor, files: [{name, path, present, verified, bytes}], licence, source}.")
