@@ -596,6 +596,35 @@ def similar(obj: Context, path: str, k: int, using: str, as_json: bool) -> None:
     click.echo(formatting.rows_to_table(["#", "distance", "path"], rows))
 
 
+@main.command()
+@click.argument("features", nargs=-1, required=True, metavar="FEATURE [FEATURE2]")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to draw: FILE.png, FILE.svg, or FILE.html (a page with the figure in it).")
+@click.option("--by", type=click.Choice(["split", "genre"]), help="Colour by split (muscat split) or by genre tag.")
+@click.option("--split-name", metavar="NAME", help="With --by split: which split (default: the only one, else 'default').")
+@click.pass_obj
+def plot(obj: Context, features: tuple[str, ...], out: str, by: str | None, split_name: str | None) -> None:
+    """A histogram of one feature, or a scatter of two, with units on the axes and the
+    extractor's declared normal range shaded.
+
+    One value per present file (as in track_features). A categorical feature (key, scale)
+    gives bars per value; a vector's element is named as in `muscat stats` (chroma[C],
+    mfcc_mean[3]). With --by, the bars are stacked (the points coloured) per split or genre.
+
+    \b
+    Examples:
+      muscat plot bpm --out bpm.png
+      muscat plot loudness_integrated loudness_range --by genre --out loudness.svg
+    """
+    from catalog.plots import plot as draw
+
+    if len(features) > 2:
+        raise click.UsageError("name one feature (a histogram) or two (a scatter)")
+    report = draw(obj.database(), obj.settings, features, out, by=by, split=split_name)
+    groups = "" if list(report.groups) == [""] else " (" + ", ".join(f"{g} {n:,}" for g, n in report.groups.items()) + ")"
+    click.echo(f"{report.out}: {report.files:,} files{groups}")
+
+
 @main.group("models", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a list of {extractor, files: [{name, path, present, verified, bytes}], licence, source}.")
