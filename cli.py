@@ -625,6 +625,24 @@ def plot(obj: Context, features: tuple[str, ...], out: str, by: str | None, spli
     click.echo(f"{report.out}: {report.files:,} files{groups}")
 
 
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False), metavar="OUT.html")
+@click.pass_obj
+def report(obj: Context, out: str) -> None:
+    """Write one self-contained HTML page describing the dataset: files, hours, formats, sample
+    rates, failures by reason, a histogram of every feature with its unit and declared normal
+    range, the key/scale distribution, the mean chroma profile, and the splits (once `muscat
+    split` has made some).
+
+    The figures are drawn by matplotlib, inline as SVG; the page has no script and loads
+    nothing from elsewhere, so it opens offline and can be sent as it is.
+    """
+    from catalog.report import report as write_report
+
+    data = write_report(obj.database(), obj.settings, out)
+    click.echo(f"{out}: {len(data.histograms):,} feature histograms, {data.overview[0][1]}")
+
+
 @main.group("models", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a list of {extractor, files: [{name, path, present, verified, bytes}], licence, source}.")
