@@ -142,7 +142,9 @@ def values(con: duckdb.DuckDBPyConnection, features: Sequence[FeatureInfo], by: 
         params.append(split)
     else:
         group = "NULL"
-    present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
+    # NaN and infinities have no place on an axis
+    present = " AND ".join(f"{c} IS NOT NULL" + ("" if info.kind == "categorical" else f" AND isfinite({c})")
+                           for c, info in zip(columns, features))
     return con.execute(
         f"SELECT {group}, {', '.join(columns)} FROM library l {' '.join(joins)} WHERE {present} ORDER BY l.path",
         params,
@@ -189,7 +191,7 @@ def _range_text(info: FeatureInfo) -> str:
     return f"normal {info.name}: {info.low:g} to {info.high:g}{unit} (declared)"
 
 
-def _limits(data_low: float, data_high: float, info: FeatureInfo) -> tuple[float, float]:
+def axis_limits(data_low: float, data_high: float, info: FeatureInfo) -> tuple[float, float]:
     """The axis covers the data, and the declared range too unless that would squash the data
     (a range 5 times wider than the values): then the shading shows the part in view."""
     span = data_high - data_low
@@ -223,7 +225,7 @@ def histogram(info: FeatureInfo, groups: dict[str, list[tuple[Any, ...]]], size:
         return figure
     data = [np.array([row[0] for row in rows], float) for rows in groups.values()]
     every = np.concatenate(data)
-    low, high = _limits(float(every.min()), float(every.max()), info)
+    low, high = axis_limits(float(every.min()), float(every.max()), info)
     edges = np.histogram_bin_edges(every, bins="auto", range=(low, high))
     if len(edges) > 41:
         edges = np.linspace(low, high, 41)
@@ -276,8 +278,8 @@ def scatter(x: FeatureInfo, y: FeatureInfo, groups: dict[str, list[tuple[Any, ..
         points = np.array(rows, float)
         axis.scatter(points[:, 0], points[:, 1], s=14, alpha=0.8, label=_plain(group) if labelled else None)
     every = np.array([row for rows in groups.values() for row in rows], float)
-    axis.set_xlim(*_limits(float(every[:, 0].min()), float(every[:, 0].max()), x))
-    axis.set_ylim(*_limits(float(every[:, 1].min()), float(every[:, 1].max()), y))
+    axis.set_xlim(*axis_limits(float(every[:, 0].min()), float(every[:, 0].max()), x))
+    axis.set_ylim(*axis_limits(float(every[:, 1].min()), float(every[:, 1].max()), y))
     if None not in (x.low, x.high, y.low, y.high):  # where both are normal: one rectangle
         from matplotlib.patches import Rectangle
 
@@ -399,8 +401,10 @@ def plot(db: Database, settings: Settings, features: Sequence[str], out: str | P
         raise PlotError("name one feature (a histogram) or two (a scatter)")
     if by is not None and by not in GROUPINGS:
         raise PlotError(f"--by {by!r}: choose one of {', '.join(GROUPINGS)}")
+    from .database import require_catalogue
     from .extractor_state import sync_extractors
 
+    require_catalogue(db)
     sync_extractors(db, settings)
     with db.read() as con:
         infos = [feature_info(con, name) for name in features]

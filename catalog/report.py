@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MuscatError
-from .plots import SMALL, FeatureInfo, bars, binned_histogram, page, splits_available, svg
+from .plots import SMALL, FeatureInfo, axis_limits, bars, binned_histogram, page, splits_available, svg
 
 if TYPE_CHECKING:
     import duckdb
@@ -58,16 +58,10 @@ class ReportData:
     splits: list[tuple[Any, ...]] | None  # name, split, files, hours; None: no splits view
     histograms: list[Histogram]
 
-    @property
-    def figure_count(self) -> int:
-        return len(self.histograms)
-
 
 def _histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
     """Counts per bin of every scalar feature, and counts per value of the categorical ones,
     in three queries over `features` (not three per feature: each reads the views anew)."""
-    from .plots import _limits
-
     outputs = con.execute(
         "SELECT feature, extractor, kind, unit, min, max, description FROM extractor_outputs "
         "WHERE kind IN ('scalar', 'categorical') AND feature NOT IN ('key', 'scale') "
@@ -90,10 +84,11 @@ def _histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
                 found.append(Histogram(info, sum(values.values()), 0.0, categories=values))
         elif numbers.get((extractor, feature), [0])[0]:
             count, mean, smallest, largest = numbers[(extractor, feature)]
-            lo, hi = _limits(smallest, largest, info)
+            lo, hi = axis_limits(smallest, largest, info)
             found.append(Histogram(info, count, mean, [lo + i * (hi - lo) / BINS for i in range(BINS + 1)],
                                    [0] * BINS))
     numeric = [h for h in found if h.categories is None]
+    by_feature = {(h.info.extractor, h.info.feature): h for h in numeric}
     if numeric:
         for extractor, feature, index, n in con.execute(
             "SELECT f.extractor, f.feature, least(greatest(floor((f.value - b.lo) / b.width)::INTEGER, 0), ? - 1), "
@@ -103,7 +98,7 @@ def _histograms(con: duckdb.DuckDBPyConnection) -> list[Histogram]:
             [BINS, [h.info.extractor for h in numeric], [h.info.feature for h in numeric],
              [h.edges[0] for h in numeric], [(h.edges[-1] - h.edges[0]) / BINS for h in numeric]],
         ).fetchall():
-            next(h for h in numeric if h.info.extractor == extractor and h.info.feature == feature).counts[index] += n
+            by_feature[(extractor, feature)].counts[index] += n
     return found
 
 
@@ -283,6 +278,7 @@ def render(data: ReportData) -> str:
 def report(db: Database, settings: Settings, out: str | Path) -> ReportData:
     """Write the page to `out` (an .html file); returns what it shows."""
     from .artifacts import write_atomically
+    from .database import require_catalogue
     from .extractor_state import sync_extractors
 
     out = Path(out)
@@ -290,8 +286,7 @@ def report(db: Database, settings: Settings, out: str | Path) -> ReportData:
         raise ReportError(f"{out}: the report is an HTML page: name it OUT.html")
     if not out.parent.is_dir():
         raise ReportError(f"{out}: the folder {out.parent} does not exist")
-    if not db.path.exists():
-        raise ReportError(f"{db.path}: no catalogue here yet (muscat scan FOLDER makes one)")
+    require_catalogue(db)
     sync_extractors(db, settings)
     with db.read() as con:
         data = gather(con, str(db.path))

@@ -42,8 +42,10 @@ def similar(db: Database, settings: Settings, path: str, k: int = 10, using: str
     track's own audio (copies, retagged files) are left out."""
     if using not in ASPECTS:
         raise SimilarError(f"--using {using!r}: choose one of {', '.join(ASPECTS)}")
+    from .database import require_catalogue
     from .extractor_state import sync_extractors
 
+    require_catalogue(db)
     sync_extractors(db, settings)
     with db.read() as con:
         own_path, audio_id = _lookup(con, path)

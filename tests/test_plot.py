@@ -136,3 +136,9 @@ def test_a_feature_with_no_values_yet_names_the_extractor_to_run(pieces_catalogu
     db, _ = pieces_catalogue
     result = run_muscat("plot", "bass_f0_mean", "--out", str(tmp_path / "x.png"), db=db)
     assert result.returncode == 2 and "no file has a value for bass_f0_mean" in result.stderr
+
+
+def test_no_catalogue_is_exit_2_and_none_is_made(tmp_path):
+    result = run_muscat("plot", "bpm", "--out", str(tmp_path / "x.png"), db=tmp_path / "none.duckdb")
+    assert result.returncode == 2 and "no catalogue here yet" in result.stderr
+    assert not (tmp_path / "none.duckdb").exists() and not (tmp_path / "x.png").exists()

@@ -12,9 +12,13 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import run_muscat
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BAR = (31, 119, 180)  # matplotlib's first colour (C0): every histogram's bars
 WIDTH = 1280
@@ -82,16 +86,14 @@ def test_bad_output_is_exit_2(pieces_catalogue, tmp_path):
     assert not (tmp_path / "none.duckdb").exists()
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium; "
-                    ".ci/run installs it)")
-def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue, tmp_path):
+def look(page_file: Path) -> tuple[list[str], list[str], list[dict], "np.ndarray"]:
+    """Open the page in Chromium, offline: what went wrong (console errors and warnings, page
+    errors, failed requests), every request it made, each figure's box in page coordinates, and
+    a full-page screenshot as an RGB array."""
     import numpy as np
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    db, _ = pieces_catalogue
-    out = tmp_path / "report.html"
-    make_report(db, out)
     problems: list[str] = []
     requests: list[str] = []
     with sync_playwright() as playwright:
@@ -106,37 +108,76 @@ def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue,
 
             def offline(route):  # the page must need nothing but itself
                 requests.append(route.request.url)
-                if route.request.url == out.as_uri():
+                if route.request.url == page_file.as_uri():
                     route.continue_()
                 else:
                     route.abort()
 
             page.route("**/*", offline)
-            page.goto(out.as_uri(), wait_until="load")
+            page.goto(page_file.as_uri(), wait_until="load")
             boxes = page.evaluate("""() => [...document.querySelectorAll('figure')].map(f => {
                 const r = f.querySelector('svg').getBoundingClientRect();
                 return {kind: f.className, name: f.dataset.name, x: r.x + scrollX, y: r.y + scrollY,
                         width: r.width, height: r.height};
             })""")
-            shot = tmp_path / "report.png"
+            shot = page_file.with_suffix(".png")
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
+    return problems, requests, boxes, np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+def blank_figures(boxes: list[dict], image) -> list[str]:
+    """The figures whose box in the screenshot does not show bars: fewer than 100 pixels of
+    the bars' colour, or almost nothing but background."""
+    import numpy as np
+
+    background = image[5, 5]
+    assert tuple(background) == (255, 255, 255)
+    blank = []
+    for box in boxes:
+        x0, y0 = int(box["x"]), int(box["y"])
+        region = image[y0 : y0 + int(box["height"]), x0 : x0 + int(box["width"])]
+        if box["width"] < 200 or box["height"] < 100 or not region.size:
+            blank.append(box["name"])
+            continue
+        bars = np.all(np.abs(region - BAR) <= 3, axis=2).sum()
+        drawn = np.any(region != background, axis=2).mean()
+        if bars < 100 or drawn < 0.05:
+            blank.append(box["name"])
+    return blank
+
+
+NO_CHROMIUM = pytest.mark.skipif(chromium() is None, reason="no Chromium installed (Debian: apt-get install "
+                                 "chromium; .ci/run installs it)")
+
+
+@NO_CHROMIUM
+def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue, tmp_path):
+    from PIL import Image
+
+    db, _ = pieces_catalogue
+    out = tmp_path / "report.html"
+    make_report(db, out)
+    problems, requests, boxes, image = look(out)
     assert problems == [] and requests == [out.as_uri()], (problems, requests)
     histograms = [b for b in boxes if b["kind"] == "histogram"]
     assert {b["name"] for b in histograms} == expected_figures(db)
     assert {"key_scale", "chroma", "formats"} <= {b["name"] for b in boxes}
-    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    background = image[5, 5]
-    assert tuple(background) == (255, 255, 255)
-    for box in boxes:
-        assert box["width"] > 200 and box["height"] > 100, box
-        x0, y0 = int(box["x"]), int(box["y"])
-        region = image[y0 : y0 + int(box["height"]), x0 : x0 + int(box["width"])]
-        assert region.size, box
-        bars = np.all(np.abs(region - BAR) <= 3, axis=2).sum()
-        drawn = np.any(region != background, axis=2).mean()
-        # the bars are there (hundreds of pixels of their colour), and the figure is no blank box
-        assert bars > 100 and drawn > 0.05, (box, bars, drawn)
+    assert blank_figures(boxes, image) == []
     if os.environ.get("MUSCAT_SCREENSHOT"):
-        Image.open(shot).crop((0, 0, WIDTH, min(2000, image.shape[0]))).save(os.environ["MUSCAT_SCREENSHOT"])
+        Image.fromarray(image[:2000].astype("uint8")).save(os.environ["MUSCAT_SCREENSHOT"])
+
+
+@NO_CHROMIUM
+def test_the_screenshot_check_sees_a_figure_that_shows_nothing(pieces_catalogue, tmp_path):
+    db, _ = pieces_catalogue
+    out = tmp_path / "report.html"
+    page = make_report(db, out)
+    # the bars of the bpm histogram painted in the background's colour: still a figure, no bars
+    start = page.index('<figure class="histogram" data-name="bpm">')
+    end = page.index("</figure>", start)
+    out.write_text(page[:start] + page[start:end].replace("#1f77b4", "#ffffff") + page[end:])
+    problems, _, boxes, image = look(out)
+    assert problems == []
+    assert blank_figures(boxes, image) == ["bpm"]

@@ -72,6 +72,9 @@ def test_bad_paths_and_options_are_exit_2_with_the_reason(pieces_catalogue, tmp_
         result = run_muscat("similar", *args, db=db)
         assert result.returncode == 2, (args, result.stdout)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    result = run_muscat("similar", str(files["a.flac"]), db=tmp_path / "none.duckdb")
+    assert result.returncode == 2 and "no catalogue here yet" in result.stderr
+    assert not (tmp_path / "none.duckdb").exists()  # not made on the way
 
 
 def test_a_track_without_the_features_says_which_extractor_to_run(tmp_path):
