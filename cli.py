@@ -584,7 +584,7 @@ def similar(obj: Context, path: str, k: int, using: str, as_json: bool) -> None:
     features each aspect uses are listed by `muscat sql "FROM similarity_features"`.
     """
     from catalog import formatting
-    from catalog.similar import similar as nearest
+    from catalog.similarity import similar as nearest
 
     found = nearest(obj.database(), obj.settings, path, k=k, using=using)
     if as_json:
@@ -637,7 +637,7 @@ def report(obj: Context, out: str) -> None:
     The figures are drawn by matplotlib, inline as SVG; the page has no script and loads
     nothing from elsewhere, so it opens offline and can be sent as it is.
     """
-    from catalog.report import report as write_report
+    from catalog.reports import report as write_report
 
     data = write_report(obj.database(), obj.settings, out)
     click.echo(f"{out}: {len(data.histograms):,} feature histograms, {data.overview[0][1]}")

@@ -1,4 +1,4 @@
--- similarity_features: what `muscat similar` compares, per aspect (catalog/similar.py).
+-- similarity_features: what `muscat similar` compares, per aspect (catalog/similarity.py).
 -- timbre: the spectral extractor's frame statistics (shape, noisiness, band energies) and the
 --   MFCCs' means and spreads; MFCC 0 is left out, as usual: it is the frame's log energy, so
 --   it measures how loud a recording is, not how it sounds.
@@ -116,7 +116,7 @@ FROM standard s
 WHERE s.audio_id IN (SELECT audio_id FROM members GROUP BY audio_id HAVING count(*) = 3);
 
 -- similarity_vectors: per aspect and audio, its standardised elements as one list, in element
--- order (the same elements, in the same order, for every audio of an aspect). catalog/similar.py
+-- order (the same elements, in the same order, for every audio of an aspect). catalog/similarity.py
 -- casts them to a fixed-size array for array_cosine_distance.
 CREATE OR REPLACE VIEW similarity_vectors AS
 SELECT aspect, audio_id, list(z ORDER BY element) AS vector, list(element ORDER BY element) AS elements
