@@ -565,6 +565,84 @@ def doctor(obj: Context, as_json: bool) -> None:
     sys.exit(EXIT_OK if all(f.ok for f in findings) else EXIT_SOME_FAILED)
 
 
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
+@click.option("--using", type=click.Choice(["timbre", "harmony", "rhythm", "all"]), default="all", show_default=True,
+              help="What to compare: timbre (spectral statistics, MFCCs), harmony (chroma, key), rhythm "
+                   "(tempo, onset rate, danceability), or all three, weighed equally.")
+@click.option("--json", "as_json", is_flag=True, help="Print a list of {path, audio_id, distance}, nearest first.")
+@click.pass_obj
+def similar(obj: Context, path: str, k: int, using: str, as_json: bool) -> None:
+    """The tracks nearest to PATH: cosine distance (0 the same direction, 2 the opposite) between
+    their feature vectors, each feature standardised over the library first so that none weighs
+    more for its unit.
+
+    Computed in DuckDB from the current results (stale ones until they are redone); PATH's own
+    copies (files of the same audio) are left out. PATH must be in the catalogue and have the
+    results the aspect needs (timbre: spectral; harmony: hpcp and key; rhythm: rhythm); the
+    features each aspect uses are listed by `muscat sql "FROM similarity_features"`.
+    """
+    from catalog import formatting
+    from catalog.similarity import similar as nearest
+
+    found = nearest(obj.database(), obj.settings, path, k=k, using=using)
+    if as_json:
+        click.echo(formatting.to_json(found))
+        return
+    if not found:
+        _warn(f"no other track has {using} features to compare with")
+    rows = [(i, round(r["distance"], 4), r["path"]) for i, r in enumerate(found, 1)]
+    click.echo(formatting.rows_to_table(["#", "distance", "path"], rows))
+
+
+@main.command()
+@click.argument("features", nargs=-1, required=True, metavar="FEATURE [FEATURE2]")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to draw: FILE.png, FILE.svg, or FILE.html (a page with the figure in it).")
+@click.option("--by", type=click.Choice(["split", "genre"]), help="Colour by split (muscat split) or by genre tag.")
+@click.option("--split-name", metavar="NAME", help="With --by split: which split (default: the only one, else 'default').")
+@click.pass_obj
+def plot(obj: Context, features: tuple[str, ...], out: str, by: str | None, split_name: str | None) -> None:
+    """A histogram of one feature, or a scatter of two, with units on the axes and the
+    extractor's declared normal range shaded.
+
+    One value per present file (as in track_features). A categorical feature (key, scale)
+    gives bars per value; a vector's element is named as in `muscat stats` (chroma[C],
+    mfcc_mean[3]). With --by, the bars are stacked (the points coloured) per split or genre.
+
+    \b
+    Examples:
+      muscat plot bpm --out bpm.png
+      muscat plot loudness_integrated loudness_range --by genre --out loudness.svg
+    """
+    from catalog.plots import plot as draw
+
+    if len(features) > 2:
+        raise click.UsageError("name one feature (a histogram) or two (a scatter)")
+    report = draw(obj.database(), obj.settings, features, out, by=by, split=split_name)
+    groups = "" if list(report.groups) == [""] else " (" + ", ".join(f"{g} {n:,}" for g, n in report.groups.items()) + ")"
+    click.echo(f"{report.out}: {report.files:,} files{groups}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False), metavar="OUT.html")
+@click.pass_obj
+def report(obj: Context, out: str) -> None:
+    """Write one self-contained HTML page describing the dataset: files, hours, formats, sample
+    rates, failures by reason, a histogram of every feature with its unit and declared normal
+    range, the key/scale distribution, the mean chroma profile, and the splits (once `muscat
+    split` has made some).
+
+    The figures are drawn by matplotlib, inline as SVG; the page has no script and loads
+    nothing from elsewhere, so it opens offline and can be sent as it is.
+    """
+    from catalog.reports import report as write_report
+
+    data = write_report(obj.database(), obj.settings, out)
+    click.echo(f"{out}: {len(data.histograms):,} feature histograms, {data.overview[0][1]}")
+
+
 @main.group("models", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a list of {extractor, files: [{name, path, present, verified, bytes}], licence, source}.")

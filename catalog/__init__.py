@@ -6,6 +6,9 @@
     report = catalog.scan(db, ["~/Music"], settings)
     print(catalog.status(db))
     columns, rows = catalog.query(db, "SELECT * FROM library LIMIT 5")
+    nearest = catalog.similar(db, settings, "~/Music/track.flac", k=5, using="timbre")
+    catalog.plot(db, settings, ["bpm"], "bpm.png")
+    catalog.report(db, settings, "report.html")
 
 Submodules are imported on first use so that `muscat status` stays fast and never loads the
 heavy parts (torch, essentia) it does not need.
@@ -42,6 +45,9 @@ _EXPORTS = {
     "GcReport": "catalog.maintenance",
     "ExtractReport": "catalog.extraction",
     "query": "catalog.query",
+    "similar": "catalog.similarity",
+    "plot": "catalog.plots",
+    "report": "catalog.reports",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

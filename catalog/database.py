@@ -184,3 +184,10 @@ class Database:
                 delay = min(delay * 2, 0.2)
             except duckdb.Error as exc:
                 raise DatabaseError(f"cannot open the catalogue {self.path}: {exc}") from None
+
+
+def require_catalogue(db: Database) -> None:
+    """For commands that only read what is there (similar, plot, report): a catalogue that does
+    not exist yet is an error, rather than an empty one made on the way."""
+    if not db.path.exists():
+        raise DatabaseError(f"{db.path}: no catalogue here yet (muscat scan FOLDER makes one)")

@@ -68,3 +68,12 @@ def assert_intact(db: catalog.Database) -> None:
 def rows(db: catalog.Database, sql: str, params: list | None = None) -> list[tuple]:
     with db.read() as con:
         return con.execute(sql, params or []).fetchall()
+
+
+@pytest.fixture(scope="session")
+def pieces_catalogue(tmp_path_factory):
+    """tests/pieces.py's dataset, scanned and extracted once for the tests that read it
+    (similar, plot, report): (catalogue path, {name: file path})."""
+    import pieces
+
+    return pieces.catalogue(tmp_path_factory.mktemp("pieces"))

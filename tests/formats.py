@@ -94,8 +94,9 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int) -> Path:
 def encode_av(path: Path, codec: str, muxer: str, *, rate: int = RATE, channels: int = 2,
               seconds: float = SECONDS, sample_fmt: str | None = None, bit_rate: int | None = None,
               options: dict | None = None, container_options: dict | None = None,
-              strict: bool = False, video: str | None = None) -> None:
-    """Encode the test signal with FFmpeg's `codec` into FFmpeg's `muxer`.
+              strict: bool = False, video: str | None = None, samples: np.ndarray | None = None) -> None:
+    """Encode the test signal (or `samples`, float [frames, channels] at `rate`) with FFmpeg's
+    `codec` into FFmpeg's `muxer`.
 
     The signal is handed to the encoder as 16-bit PCM values (so that lossless codecs store
     exactly `pcm16(music())`); PyAV converts it to the encoder's sample format. With `video`,
@@ -103,7 +104,9 @@ def encode_av(path: Path, codec: str, muxer: str, *, rate: int = RATE, channels:
     """
     import av
 
-    data = pcm16(music(seconds, rate, channels))
+    if samples is not None:
+        channels, seconds = samples.shape[1], len(samples) / rate
+    data = pcm16(music(seconds, rate, channels) if samples is None else samples)
     layout = "stereo" if channels == 2 else "mono"
     with av.open(str(path), "w", format=muxer, options=container_options or {}) as container:
         vstream = None

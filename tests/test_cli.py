@@ -11,7 +11,8 @@ from conftest import REPO, rows, run_muscat
 
 import catalog
 
-COMMANDS = ["scan", "watch", "extract", "status", "stats", "extractors", "sql", "reindex", "gc", "doctor"]
+COMMANDS = ["scan", "watch", "extract", "status", "stats", "extractors", "sql", "reindex", "gc", "doctor", "similar",
+            "plot", "report"]
 
 
 @pytest.mark.parametrize("command", [None] + COMMANDS)
