@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 _READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "MULTI"}
 
 
-def check_read_only(sql: str) -> None:
-    import duckdb
+def check_read_only(sql: str, db: Database | None = None) -> None:
+    """Raise ReadOnlyViolation unless every statement in `sql` only reads (QueryError if it
+    does not parse). With `db`, parsed on its readers' DuckDB instance."""
+    from .duck import duckdb
 
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = db.statements(sql) if db is not None else duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(f"cannot parse the query: {exc}") from None
     if not statements:
@@ -44,8 +46,8 @@ def query(db: Database, sql: str, settings: Settings | None = None) -> tuple[lis
     With `settings`, the catalogue's record of the extractors is brought in step with the
     configuration first, so that `pending`, `stale` and `track_features` reflect it.
     """
-    check_read_only(sql)
-    import duckdb
+    check_read_only(sql, db)
+    from .duck import duckdb
 
     if settings is not None:
         from .extractor_state import sync_extractors
