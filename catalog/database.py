@@ -248,6 +248,9 @@ class Database:
                     self.notify(f"waiting for the catalogue {self.path}: it is held by {holder}")
                     told = True
                 time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+                # Tries stay frequent (a failed attach costs microseconds): a watcher that writes
+                # a batch every few hundred milliseconds leaves gaps of tens of them, which a
+                # reader backing off to 0.2 s missed for seconds on end.
+                delay = min(delay * 2, 0.025)
             except duckdb.Error as exc:
                 raise DatabaseError(f"cannot open the catalogue {self.path}: {exc}") from None

@@ -13,7 +13,8 @@ with the catalogue:
    row, and so its audio and features.
 4. Remaining new files are added; remaining gone files are marked missing, never deleted.
 5. Tags (catalog/tags.py) are read for the present files of the scanned folders that are new or
-   changed since their tags were last read, never inside a write transaction. On the first
+   changed since their tags were last read, not inside a write transaction (but for up to
+   INLINE_TAGS files, a change `watch` hands over, read in milliseconds). On the first
    scan of a root, where every file is new, the walker processes read them once they have
    walked their share, while this process is still starting (catalog/walker.py), and they are
    written with the files, in the reconciliation's transaction: stored as read at its time,
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
     import duckdb
 
     from .database import Database
+
+# Up to this many files whose tags are to be read (what `watch` hands over after a change) are
+# read and written inside the reconciliation's transaction: a few milliseconds of reading,
+# where a write batch of their own would delay the next change by another commit and checkpoint.
+INLINE_TAGS = 32
 
 
 @dataclass
@@ -133,6 +139,9 @@ def scan(
         reconcile = _Reconcile(con, allow_empty)
         report = reconcile.run(walks)
         untagged = tags.pending(con, reconcile.tag_scopes)
+        if 0 < len(untagged) <= INLINE_TAGS:
+            tags.update_in(con, untagged, on_problem=lambda path, reason: report.problems.append((path, reason)))
+            untagged = []
     if untagged:
         tags.update(db, untagged, workers=settings.workers,
                     on_problem=lambda path, reason: report.problems.append((path, reason)))
