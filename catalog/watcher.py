@@ -43,6 +43,10 @@ STALE_WRITE_S = 60.0
 # scan runs are taken together by the one after it.
 DEBOUNCE_S = 0.25
 MAX_DELAY_S = 1.0
+# Up to this many files' tags are read and written in the reconciliation's own transaction: a
+# few milliseconds of reading, where a write batch of their own would keep the next change
+# waiting for another commit and checkpoint.
+INLINE_TAGS = 32
 
 
 def mount_type(path: str, mounts_file: str = "/proc/self/mounts") -> str | None:
@@ -306,7 +310,8 @@ class Watcher:
 
     def _scan(self, paths: list[str], recursive: bool, fresh_is_busy: bool = False) -> ScanReport:
         defer = self._defer_fresh if fresh_is_busy or self.poll_all else self._defer_writing
-        report = scan(self.db, paths, self.settings, allow_empty=False, recursive=recursive, defer=defer)
+        report = scan(self.db, paths, self.settings, allow_empty=False, recursive=recursive, defer=defer,
+                      inline_tags=INLINE_TAGS)
         for root, reason in report.offline:
             self.log(f"{root}: {reason}; left as it was, nothing marked missing")
         for path, reason in report.problems:
