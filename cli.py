@@ -281,7 +281,7 @@ def status(obj: Context, as_json: bool) -> None:
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
-    help="Output format; json is a list of row objects (see below).",
+    help="Output format; json is a list of row objects (how each type prints: above).",
 )
 @click.pass_obj
 def sql(obj: Context, query: str, fmt: str) -> None:
