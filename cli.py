@@ -281,7 +281,7 @@ def status(obj: Context, as_json: bool) -> None:
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
-    help="Output format; json is a list of row objects.",
+    help="Output format; json is a list of row objects (how each type prints: above).",
 )
 @click.pass_obj
 def sql(obj: Context, query: str, fmt: str) -> None:
@@ -292,13 +292,19 @@ def sql(obj: Context, query: str, fmt: str) -> None:
     library, track_features (a column per feature), features, feature_vectors,
     feature_units, feature_stats, pending, failed.
 
+    Every DuckDB type prints: NULL is NULL in a table, empty in csv and null in json; BLOBs
+    as hexadecimal (deadbeef); dates, times, timestamps (TIMESTAMPTZ in the session's time
+    zone, with its offset) and intervals as DuckDB writes them; DECIMAL and HUGEINT with every
+    digit; NaN and infinities as nan, inf and -inf, and as null in json (JSON has no such
+    numbers); LIST, STRUCT and MAP values as JSON text in csv, as arrays and objects in json.
+
     \b
     Example:
       muscat sql "SELECT codec, count(*) FROM library GROUP BY codec"
     """
     from catalog import formatting
 
-    columns, rows = catalog.query(obj.database(), query, obj.settings)
+    columns, rows = catalog.query(obj.database(), query, obj.settings, as_text=True)
     if fmt == "json":
         click.echo(formatting.rows_to_json(columns, rows))
     elif fmt == "csv":

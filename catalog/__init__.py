@@ -57,4 +57,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'catalog' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    # Importing catalog.query (or catalog.status) binds the submodule under the same name as
+    # the function it exports: the function wins, so that the second call works too.
+    globals()[name] = value
+    return value

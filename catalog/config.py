@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +134,8 @@ def load_settings(db: str | os.PathLike[str] | None = None, config: str | os.Pat
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only where there is a file to read: most `status` runs have none
+
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -94,6 +94,7 @@ class _Plan:
     def __init__(self, db: Database, extractors: list[LoadedExtractor], retry_failed: bool,
                  file_ids: list[int] | None = None, first_job_id: int = 0, load_known: bool = True,
                  stale: bool = False) -> None:
+        import duckdb  # noqa: F401  (Arrow tables registered on a reader need its sources: catalog/duck.py)
         import pyarrow as pa
 
         self.extractors = {e.name: e for e in extractors}

@@ -69,10 +69,13 @@ def _refuse_newer(db: Catalogue, version: int) -> None:
         )
 
 
-def needs_upgrade(db: Catalogue) -> bool:
-    """Whether the file's schema (or its views) is older than this muscat's, checked read-only.
-    A catalogue newer than this muscat is a DatabaseError."""
-    con = db.connect_read_only()
+def needs_upgrade(db: Catalogue, con: duckdb.DuckDBPyConnection | None = None) -> bool:
+    """Whether the file's schema (or its views) is older than this muscat's, checked read-only
+    (on `con` when given: the catalogue attached and in use). A catalogue newer than this muscat
+    is a DatabaseError."""
+    own = con is None
+    if con is None:
+        con = db.connect_read_only()
     try:
         version = _version(con)
         _refuse_newer(db, version)
@@ -81,7 +84,8 @@ def needs_upgrade(db: Catalogue) -> bool:
         stored = con.execute("SELECT value FROM catalog_meta WHERE key = 'views_digest'").fetchone()
         return stored is None or stored[0] != _views_digest()
     finally:
-        con.close()
+        if own:
+            con.close()
 
 
 def upgrade(db: Catalogue, con: duckdb.DuckDBPyConnection) -> None:

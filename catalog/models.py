@@ -22,12 +22,9 @@ model repo: `demucs -n htdemucs_ft --repo FOLDER` reads it too, without network.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -36,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from .errors import MuscatError
 
 if TYPE_CHECKING:
+    import urllib.request
+
     from .config import Settings
 
 MANIFEST = "manifest.json"
@@ -272,7 +271,13 @@ class _Unreachable(Exception):
         self.reason = reason
 
 
+# http.client and urllib (with ssl and email) are imported where a download starts: every
+# command that lists extractors loads this module, `muscat status` and `sql` among them.
+
+
 def _request(url: str, start: int = 0) -> urllib.request.Request:
+    import urllib.request
+
     from . import __version__
 
     headers = {"User-Agent": f"muscat/{__version__}"}
@@ -282,6 +287,10 @@ def _request(url: str, start: int = 0) -> urllib.request.Request:
 
 
 def _open(url: str, start: int, timeout: float):  # type: ignore[no-untyped-def]
+    import http.client
+    import urllib.error
+    import urllib.request
+
     try:
         return urllib.request.urlopen(_request(url, start), timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -318,6 +327,8 @@ def download(url: str, target: Path, expected: str, progress: Progress | None = 
     the file is renamed into place only once verified. A mismatch deletes the download and raises
     ModelError naming the file; a server that cannot be reached raises _Unreachable (the partial
     file stays, to be resumed). Returns the bytes downloaded now."""
+    import http.client
+
     part = target.with_name(f".{target.name}.part")
     fetched, stalled, restarted = 0, 0, False
     while True:

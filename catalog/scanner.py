@@ -13,7 +13,8 @@ with the catalogue:
    row, and so its audio and features.
 4. Remaining new files are added; remaining gone files are marked missing, never deleted.
 5. Tags (catalog/tags.py) are read for the present files of the scanned folders that are new or
-   changed since their tags were last read, never inside a write transaction. On the first
+   changed since their tags were last read, not inside a write transaction (unless the caller
+   asks for that for a few files: `watch`, for the change it hands over). On the first
    scan of a root, where every file is new, the walker processes read them once they have
    walked their share, while this process is still starting (catalog/walker.py), and they are
    written with the files, in the reconciliation's transaction: stored as read at its time,
@@ -91,6 +92,7 @@ def scan(
     allow_empty: bool = False,
     recursive: bool = True,
     defer: Callable[[bytes, os.stat_result], bool] | None = None,
+    inline_tags: int = 0,
 ) -> ScanReport:
     """Add `paths` as roots (or rescan them, or a folder inside a root) and reconcile them.
 
@@ -98,7 +100,9 @@ def scan(
     unmounted drive would be, unless `allow_empty` says it was emptied on purpose; a folder
     inside a present root that no longer exists was deleted, and its files are missing.
     `recursive=False` looks at the folders' own files only; `defer(path, stat)` names files
-    that may still be being written, which are neither added nor marked missing yet.
+    that may still be being written, which are neither added nor marked missing yet. Up to
+    `inline_tags` files' tags are read and written in the reconciliation's transaction (a kill
+    while reading them undoes that transaction; the next scan does it again).
     """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
     # One walker per core, up to 4, also while this process creates a catalogue: the walkers
@@ -133,6 +137,9 @@ def scan(
         reconcile = _Reconcile(con, allow_empty)
         report = reconcile.run(walks)
         untagged = tags.pending(con, reconcile.tag_scopes)
+        if 0 < len(untagged) <= inline_tags:
+            tags.update_in(con, untagged, on_problem=lambda path, reason: report.problems.append((path, reason)))
+            untagged = []
     if untagged:
         tags.update(db, untagged, workers=settings.workers,
                     on_problem=lambda path, reason: report.problems.append((path, reason)))

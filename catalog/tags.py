@@ -860,7 +860,30 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def update_in(
+    con: duckdb.DuckDBPyConnection,
+    todo: list[_Todo],
+    on_problem: Callable[[str, str], None] | None = None,
+) -> int:
+    """Read the tags of `todo` and write them inside the caller's transaction; for a handful of
+    files (what `watch` hands over), whose reading takes milliseconds, where a write batch of
+    their own would cost another attach, commit and checkpoint before the next change is taken."""
+    batch = []
+    for item, result in _read_all(todo, None):
+        if result is None:
+            continue
+        batch.append((item, result))
+        if result[1] is not None and on_problem is not None:
+            on_problem(os.fsdecode(item.path), result[1])
+    return _store_batch(con, batch) if batch else 0
+
+
 def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) -> int:
+    with db.write() as con:
+        return _store_batch(con, batch)
+
+
+def _store_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) -> int:
     import pyarrow as pa
 
     file_ids: list[int] = []
@@ -887,24 +910,23 @@ def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) ->
         "changed_at": pa.array([item.changed_at for item, _ in batch], pa.timestamp("us")),
         "error": pa.array([error for _, (_, error) in batch], pa.string()),
     })
-    with db.write() as con:
-        con.register("tags_read_arrow", read_arrow)
-        try:
-            # Only files that are still as the scan left them (another scan may have changed one).
-            written, _ = store(
-                con, tags_arrow,
-                """
-                SELECT b.file_id AS id, b.file_id, b.error,
-                       r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
-                       f.root_id
-                FROM tags_read_arrow b
-                JOIN files f ON f.file_id = b.file_id AND f.changed_at = b.changed_at AND f.status = 'present'
-                JOIN roots r ON r.root_id = f.root_id
-                """,
-                [], utc_now(),
-            )
-        finally:
-            con.unregister("tags_read_arrow")
+    con.register("tags_read_arrow", read_arrow)
+    try:
+        # Only files that are still as the scan left them (another scan may have changed one).
+        written, _ = store(
+            con, tags_arrow,
+            """
+            SELECT b.file_id AS id, b.file_id, b.error,
+                   r.path || '/' || CASE WHEN f.dir = '' THEN f.name ELSE f.dir || '/' || f.name END AS path,
+                   f.root_id
+            FROM tags_read_arrow b
+            JOIN files f ON f.file_id = b.file_id AND f.changed_at = b.changed_at AND f.status = 'present'
+            JOIN roots r ON r.root_id = f.root_id
+            """,
+            [], utc_now(),
+        )
+    finally:
+        con.unregister("tags_read_arrow")
     return written
 
 

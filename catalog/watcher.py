@@ -37,9 +37,16 @@ NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", 
 # (and once its mtime is older than the settle time).
 STALE_WRITE_S = 60.0
 # Events are gathered until this long passes without one (or MAX_DELAY_S after the first), then
-# the dirty folders are reconciled together: a burst of copies becomes a few write batches.
+# the dirty folders are reconciled together: a burst of copies becomes a few write batches. A
+# file known to be complete (its writer closed it, or it was renamed into place) is not kept
+# waiting: its folder is reconciled at the next round, and the events that arrive while that
+# scan runs are taken together by the one after it.
 DEBOUNCE_S = 0.25
 MAX_DELAY_S = 1.0
+# Up to this many files' tags are read and written in the reconciliation's own transaction: a
+# few milliseconds of reading, where a write batch of their own would keep the next change
+# waiting for another commit and checkpoint.
+INLINE_TAGS = 32
 
 
 def mount_type(path: str, mounts_file: str = "/proc/self/mounts") -> str | None:
@@ -108,6 +115,7 @@ class Watcher:
         # files of a new folder as created, with no close to follow); written to: once closed.
         self.writing: dict[str, tuple[float, bool]] = {}
         self.dirty: dict[str, bool] = {}  # folder -> whether its subfolders need a look too
+        self.complete = False  # whether a dirty folder holds a file known to be complete
         self.last_event = 0.0
         self.first_dirty = 0.0
         self.polled: dict[str, float] = {}  # polled root -> when it was last scanned
@@ -200,7 +208,8 @@ class Watcher:
             if now >= due:
                 del self.recheck[folder]
                 self._mark(folder, False, self.last_event)
-        if self.dirty and (now - self.last_event >= DEBOUNCE_S or now - self.first_dirty >= MAX_DELAY_S):
+        if self.dirty and (self.complete or now - self.last_event >= DEBOUNCE_S
+                           or now - self.first_dirty >= MAX_DELAY_S):
             self._reconcile_dirty()
         if self.engine is not None:
             self.engine.step(timeout=0.1)
@@ -250,10 +259,10 @@ class Watcher:
                 self._mark(os.path.dirname(src), False, now)
         elif kind == "created":  # moved in from outside: complete (an old mtime), no close to come
             if self._is_audio(src):
-                self._mark(os.path.dirname(src), False, now)
+                self._mark(os.path.dirname(src), False, now, complete=True)
         elif kind == "closed":
             if self.writing.pop(src, None) is not None or self._is_audio(src):
-                self._mark(os.path.dirname(src), False, now)
+                self._mark(os.path.dirname(src), False, now, complete=True)
         elif kind == "deleted":
             self.writing.pop(src, None)
             if self._is_audio(src):
@@ -262,20 +271,21 @@ class Watcher:
             self.writing.pop(src, None)
             for path in (src, dest):
                 if path and self._is_audio(path):
-                    self._mark(os.path.dirname(path), False, now)
+                    self._mark(os.path.dirname(path), False, now, complete=True)
 
-    def _mark(self, folder: str, recursive: bool, now: float) -> None:
+    def _mark(self, folder: str, recursive: bool, now: float, complete: bool = False) -> None:
         if not self._inside(folder):
             return  # moved out of the tree: the source side says what left
         if not self.dirty:
             self.first_dirty = now
         self.dirty[folder] = self.dirty.get(folder, False) or recursive
+        self.complete = self.complete or complete
         self.last_event = now
 
     # -- reconciling -------------------------------------------------------------------------
 
     def _reconcile_dirty(self) -> None:
-        dirty, self.dirty = self.dirty, {}
+        dirty, self.dirty, self.complete = self.dirty, {}, False
         deep = sorted(f for f, recursive in dirty.items() if recursive)
         # A folder inside one that is rescanned whole needs no look of its own.
         deep = [f for i, f in enumerate(deep) if not any(f.startswith(d.rstrip("/") + "/") for d in deep[:i])]
@@ -300,7 +310,8 @@ class Watcher:
 
     def _scan(self, paths: list[str], recursive: bool, fresh_is_busy: bool = False) -> ScanReport:
         defer = self._defer_fresh if fresh_is_busy or self.poll_all else self._defer_writing
-        report = scan(self.db, paths, self.settings, allow_empty=False, recursive=recursive, defer=defer)
+        report = scan(self.db, paths, self.settings, allow_empty=False, recursive=recursive, defer=defer,
+                      inline_tags=INLINE_TAGS)
         for root, reason in report.offline:
             self.log(f"{root}: {reason}; left as it was, nothing marked missing")
         for path, reason in report.problems:

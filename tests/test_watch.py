@@ -173,6 +173,31 @@ def test_sigterm_exits_0_and_a_restart_resumes(tmp_path):
     assert rows(database, "SELECT extractor, count(*) FROM runs GROUP BY ALL HAVING count(*) <> 6") == []
 
 
+def test_a_closed_file_is_taken_at_its_close_and_a_folder_moved_in_waits_for_settle(tmp_path):
+    root = tmp_path / "Music"
+    (root / "Album").mkdir(parents=True)
+    data = write(tmp_path / "src.wav", sine(440, 0.5)).read_bytes()
+    settle = 20
+    with watching(tmp_path / "c.duckdb", root, "--no-extract", "--settle", str(settle)) as (proc, database):
+        closed = root / "Album" / "closed.wav"
+        with open(closed, "wb") as out:
+            out.write(data)
+        # Its writer closed it: taken then, not once the settle time has passed (the timeout is
+        # well inside it).
+        wait_for(lambda: str(closed) in paths(database), timeout=settle - 5)
+        # A folder written elsewhere and moved in: its just-written file comes with no close the
+        # watcher saw, so it waits until --settle seconds passed without events.
+        staging = tmp_path / "staging" / "New Album"
+        write(staging / "fresh.wav", sine(300, 0.5))
+        staging.rename(root / "New Album")
+        fresh = root / "New Album" / "fresh.wav"
+        time.sleep(3)
+        assert str(fresh) not in paths(database), "a file seen without its close was taken before it settled"
+        wait_for(lambda: str(fresh) in paths(database), timeout=settle + 40)
+        assert paths(database) == {str(closed), str(fresh)}
+    assert proc.returncode == 0
+
+
 def test_polling_takes_a_file_once_it_has_settled(tmp_path):
     root = tmp_path / "Music"
     root.mkdir()
