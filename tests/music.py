@@ -130,6 +130,30 @@ TEMPO_SET = [
     TempoPiece("four_on_the_floor_200", 200, "four_on_the_floor", bass=False, seed=22),
 ]
 
+# Where each groove is played, for sets drawn at random (held_out_tempo_set).
+GROOVE_TEMPI = {"rock": (60, 200), "four_on_the_floor": (110, 200), "swing": (90, 200), "funk": (70, 115),
+                "half_time": (60, 90), "breakbeat": (120, 180), "waltz": (80, 180), "shuffle_12_8": (70, 130),
+                "five_four": (90, 160), "six_eight": (50, 90), "reggaeton": (85, 100), "sparse": (60, 90)}
+
+
+def random_tempo_set(seed: int, count: int) -> list[TempoPiece]:
+    """count pieces, each groove in turn at a tempo drawn within its range, bass and chords at
+    random: a set that no threshold was set on, when its seed was not used for that."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for i in range(count):
+        groove = list(GROOVE_TEMPI)[i % len(GROOVE_TEMPI)]
+        bpm = float(np.round(rng.uniform(*GROOVE_TEMPI[groove]), 1))
+        pieces.append(TempoPiece(f"{groove}_{bpm:g}", bpm, groove, bass=bool(rng.random() < 0.5),
+                                 chords=bool(rng.random() < 0.3), seed=seed + i))
+    return pieces
+
+
+# The octave decision's thresholds were set on TEMPO_SET and random_tempo_set(1000, 30) and
+# (5000, 36); this seed was used for nothing but measuring.
+HELD_OUT_SEED = 9000
+
+
 # A I-vi-IV-V-like walk for bass and chords: roots in semitones above the piece's tonic.
 _ROOTS = (0, 9, 5, 7)
 
