@@ -60,18 +60,23 @@ HALVE_FLOOR = 50.0  # never halve below this: a 45 BPM reading is nearly always 
 def onset_envelope(mono, rate: int = RATE):  # type: ignore[no-untyped-def]
     """Log band flux, one value per HOP samples, low bands weighing more (see the module doc)."""
     import numpy as np
+    import scipy.fft
     from numpy.lib.stride_tricks import sliding_window_view
 
     size, bands = 1024, 36
     if len(mono) < size:
         return np.zeros(0)
     frames = sliding_window_view(mono, size)[::HOP]
-    magnitudes = np.abs(np.fft.rfft(frames * np.hanning(size).astype(np.float32), axis=1))
+    window = np.hanning(size).astype(np.float32)
     edges = np.geomspace(30, 16000, bands + 1)
     first = np.searchsorted(np.fft.rfftfreq(size, 1 / rate), edges[:-1])
     first = np.maximum.accumulate(np.maximum(first, np.arange(bands) + 1))  # a bin at least per band
-    counts = np.diff(np.append(first, magnitudes.shape[1]))
-    energy = np.add.reduceat(magnitudes, first, axis=1) / counts
+    counts = np.diff(np.append(first, size // 2 + 1))
+    energy = np.empty((len(frames), bands), np.float32)
+    for start in range(0, len(frames), 4096):  # in blocks: a long track's spectra would not fit
+        # scipy's FFT stays in float32 (numpy's works in float64): 6 times faster here
+        magnitudes = np.abs(scipy.fft.rfft(frames[start : start + 4096] * window, axis=1))
+        energy[start : start + 4096] = np.add.reduceat(magnitudes, first, axis=1) / counts
     peak = float(energy.max())
     if peak <= 0:
         return np.zeros(len(frames))
