@@ -10,7 +10,7 @@ says why, when the track is
 - without pitched content, the profile's strength 0: "no pitched content";
 - noise: its chroma (hpcp's, from extractors/hpcp.py, one frame in 4) nearly flat, entropy at
   least `max_chroma_entropy` bits (3.4; log2 12 = 3.58 is flat; white, pink and brown noise read
-  3.47-3.57, tonal music 2.1-3.0): "noise (chroma entropy 3.52 bits)".
+  3.47-3.57, our synthesised music 2.1-2.8): "noise (chroma entropy 3.52 bits)".
 """
 
 from __future__ import annotations

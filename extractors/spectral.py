@@ -115,7 +115,7 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
         if len(frames) == 0:
             continue
         # float32 throughout (numpy's FFT works in float64, 6 times slower; the spectra were float32 anyway)
-        spectra = np.abs(scipy.fft.rfft(frames * window, axis=1)) / size
+        spectra = (np.abs(scipy.fft.rfft(frames * window, axis=1)) / size).astype(np.float32, copy=False)
         keep = spectra.sum(axis=1) > 0
         frames, spectra = frames[keep], spectra[keep]
         shape, power, dist = _shape_statistics(spectra, frames, params)

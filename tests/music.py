@@ -104,7 +104,7 @@ class TempoPiece:
     notes: str = ""
 
 
-# 22 pieces from 60 to 200 BPM. Each style at tempi where it is played; half of them with a bass line.
+# 22 pieces from 60 to 200 BPM. Each style at tempi where it is played; 14 with a bass line.
 TEMPO_SET = [
     TempoPiece("ballad_60", 60, "rock", bass=True, chords=True, seed=1),
     TempoPiece("sparse_64", 64, "sparse", bass=True, chords=True, seed=2),
