@@ -41,17 +41,11 @@ EXTRACTOR = Extractor(
 )
 
 
-def uses(params):  # type: ignore[no-untyped-def]
-    return ["demucs"] if params["use_stems"] else []
-
-
-def extract(audio, params, inputs):  # type: ignore[no-untyped-def]
+def mean_chroma(mono, params):  # type: ignore[no-untyped-def]
+    """The mean of the frames' unit-sum HPCPs, C first, summing to 1 (flat for silence)."""
     import essentia.standard as es
     import numpy as np
 
-    # The harmonic stems (no drums) when demucs separated this audio, else the mix.
-    stems = inputs.stems_mono("demucs", ("bass", "other", "vocals")) if params["use_stems"] else None
-    mono = stems if stems is not None else audio.mono()
     window = es.Windowing(type="blackmanharris62")
     spectrum = es.Spectrum()
     peaks = es.SpectralPeaks(
@@ -75,13 +69,29 @@ def extract(audio, params, inputs):  # type: ignore[no-untyped-def]
             total += profile / mass
             frames += 1
     if frames == 0 or total.sum() <= 0:  # silence: no pitch at all; a flat distribution
-        chroma = np.full(12, 1 / 12)
-    else:
-        chroma = np.roll(total / total.sum(), -3)
-    nonzero = chroma[chroma > 0]
+        return np.full(12, 1 / 12)
+    return np.roll(total / total.sum(), -3)
+
+
+def entropy_bits(distribution) -> float:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    nonzero = np.asarray(distribution)[np.asarray(distribution) > 0]
+    return float(-(nonzero * np.log2(nonzero)).sum())
+
+
+def uses(params):  # type: ignore[no-untyped-def]
+    return ["demucs"] if params["use_stems"] else []
+
+
+def extract(audio, params, inputs):  # type: ignore[no-untyped-def]
+    # The harmonic stems (no drums) when demucs separated this audio, else the mix.
+    stems = inputs.stems_mono("demucs", ("bass", "other", "vocals")) if params["use_stems"] else None
+    mono = stems if stems is not None else audio.mono()
+    chroma = mean_chroma(mono, params)
     return {
         "chroma": chroma.tolist(),
-        "chroma_entropy": float(-(nonzero * np.log2(nonzero)).sum()),
+        "chroma_entropy": entropy_bits(chroma),
         "chroma_peak": float(chroma.max()),
         "chroma_source": "stems" if stems is not None else "mix",
     }

@@ -91,6 +91,7 @@ def _shape_statistics(spectra, frames, params):  # type: ignore[no-untyped-def]
 def extract(audio, params):  # type: ignore[no-untyped-def]
     import essentia.standard as es
     import numpy as np
+    import scipy.fft
     from numpy.lib.stride_tricks import sliding_window_view
 
     size, hop = params["frame_size"], params["hop_size"]
@@ -113,7 +114,8 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
         frames = frames[np.any(frames != 0, axis=1)]  # silent frames say nothing about timbre
         if len(frames) == 0:
             continue
-        spectra = np.abs(np.fft.rfft(frames * window, axis=1)).astype(np.float32) / size
+        # float32 throughout (numpy's FFT works in float64, 6 times slower; the spectra were float32 anyway)
+        spectra = (np.abs(scipy.fft.rfft(frames * window, axis=1)) / size).astype(np.float32, copy=False)
         keep = spectra.sum(axis=1) > 0
         frames, spectra = frames[keep], spectra[keep]
         shape, power, dist = _shape_statistics(spectra, frames, params)
