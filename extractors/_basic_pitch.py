@@ -18,7 +18,8 @@ import hashlib
 import importlib.util
 import io
 import logging
-import warnings
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ WINDOW = MODEL_RATE * 2 - FFT_HOP  # AUDIO_N_SAMPLES: 43,844 samples per window
 OVERLAP_FRAMES = 30  # as basic_pitch.inference.run_inference
 FPS = MODEL_RATE / FFT_HOP  # 86.13 frames/s
 LOWEST_HZ, HIGHEST_HZ = 27.5, 4186.0  # A0 and C8: the model's 88 note bins
-BATCH = 16  # windows per onnxruntime call (32 s of audio): what batching bought is in the README
+# Windows per onnxruntime call. On one CPU thread a window costs the same batched or not (within
+# 5% from 1 to 16 here: bench/notes.py); 4 was the best and keeps the working set small.
+BATCH = 4
 _OUTPUTS = ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0"]
 
 
@@ -89,17 +92,31 @@ def session() -> Any:
     return ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
 
 
+class _OnDemand(types.ModuleType):
+    """Stands in for a module while basic_pitch.note_creation imports it; the real one is
+    imported the first time something of it is used."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
 def note_creation() -> Any:
     """basic_pitch.note_creation, imported without basic_pitch's start-up warnings about the back
-    ends muscat deliberately leaves out (and resampy's pkg_resources deprecation)."""
+    ends muscat deliberately leaves out. mir_eval and resampy, which it uses only in its
+    sonification helpers, are imported on demand: they would add 3-9 s (scipy.stats, numba) to
+    every worker's start for nothing muscat calls."""
+    placed = [name for name in ("mir_eval", "resampy") if name not in sys.modules]
+    for name in placed:
+        sys.modules[name] = _OnDemand(name)
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import basic_pitch.note_creation as module
+        import basic_pitch.note_creation as module
     finally:
         logging.disable(previous)
+        for name in placed:  # later imports get the real modules
+            if isinstance(sys.modules.get(name), _OnDemand):
+                del sys.modules[name]
     return module
 
 
