@@ -22,9 +22,10 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used: `muscat status` lists extractors without it
+    import numpy as np
 
 MODEL_RATE = 22050  # basic_pitch.constants.AUDIO_SAMPLE_RATE
 FFT_HOP = 256
@@ -123,6 +124,7 @@ def note_creation() -> Any:
 def to_model_rate(mono_44k: np.ndarray) -> np.ndarray:
     """44.1 kHz mono to Basic Pitch's 22.05 kHz, with soxr's HQ filter (what librosa.load, and so
     basic-pitch's predict, uses)."""
+    import numpy as np
     import soxr
 
     return soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ").astype(np.float32)
@@ -131,6 +133,8 @@ def to_model_rate(mono_44k: np.ndarray) -> np.ndarray:
 def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
     """The model's note, onset and contour activations for 22.05 kHz mono audio, [frames, bins],
     cut into windows and unwrapped exactly as basic_pitch.inference.run_inference does."""
+    import numpy as np
+
     overlap = OVERLAP_FRAMES * FFT_HOP
     hop = WINDOW - overlap
     padded = np.concatenate([np.zeros(overlap // 2, np.float32), signal.astype(np.float32)])
@@ -158,6 +162,8 @@ def transcribe(signal: np.ndarray, params: dict[str, Any]) -> list[Note]:
     """Notes in 22.05 kHz mono audio, by Basic Pitch's own note creation with `params`'
     onset_threshold, frame_threshold, minimum_note_length (ms), minimum/maximum_frequency (Hz)
     and melodia_trick, sorted by start."""
+    import numpy as np
+
     output = activations(signal)
     if len(output["note"]) < 2:
         return []
@@ -200,6 +206,7 @@ def monophonic(notes: list[Note], min_seconds: float, together: float = 0.05) ->
 
 def midi_bytes(notes: list[Note], program: int, name: str) -> bytes:
     """A MIDI file (pretty_midi, 120 BPM) of `notes` on one instrument; velocity from amplitude."""
+    import numpy as np
     import pretty_midi
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
@@ -229,6 +236,8 @@ def polyphony_mean(notes: list[Note]) -> float | None:
 
 def pitch_class_profile(notes: list[Note]) -> list[float]:
     """Duration-weighted share of each pitch class, C first, summing to 1 (flat without notes)."""
+    import numpy as np
+
     profile = np.zeros(12)
     for n in notes:
         profile[n.pitch % 12] += n.end - n.start
