@@ -183,8 +183,9 @@ def test_extractors_json_shape(tmp_path):
         assert len(d["params_hash"]) == 16
         if d["name"] in ("demucs", "drums"):  # no model folder or weights configured
             assert d["device"] == "gpu" and d["available"] is False and d["reason"]
-        elif d["name"] == "bass_pitch":  # its weights ship in its wheel, but it needs the stems
-            assert d["device"] == "gpu" and d["available"] is False and d["reason"].startswith("needs demucs")
+        elif d["name"] in ("bass_pitch", "bass_notes"):  # their weights ship in wheels; they need the stems
+            assert d["available"] is False and d["reason"].startswith("needs demucs")
+            assert d["device"] == ("gpu" if d["name"] == "bass_pitch" else "cpu")
         else:
             assert d["device"] == "cpu" and d["available"] is True
 
