@@ -171,11 +171,13 @@ def extract_campaign(tmp_path: Path, seed: int, trials: int) -> None:
         check_after_kill(db, seed, trial)
     result = run_muscat("extract", "--workers", "2", db=db, timeout=300)
     assert result.returncode == 0, f"seed {seed}: {result.stderr}"
-    assert_complete(db, files, ["bass_pitch", "demucs", "hpcp", "key", "loudness", "spectral"], seed)
+    assert_complete(db, files, ["bass_notes", "bass_pitch", "demucs", "hpcp", "key", "loudness", "notes", "spectral"],
+                    seed)
     database = catalog.Database(db)
     # hpcp read the stems everywhere: a kill between demucs and hpcp did not leave a mix result.
     assert rows(database, "SELECT DISTINCT input LIKE 'demucs:%' FROM runs WHERE extractor = 'hpcp'") == [(True,)]
-    assert rows(database, "SELECT count(*) FROM artifacts") == [(files * 4,)]
+    assert rows(database, "SELECT count(*) FROM artifacts WHERE kind LIKE 'stem:%'") == [(files * 4,)]
+    assert rows(database, "SELECT count(*) FROM artifacts WHERE kind = 'midi'") == [(files * 2,)]  # notes, bass_notes
     if seed % 2 == 0:  # the last run's GPU worker swept what the killed ones left in /dev/shm and /tmp
         from catalog.gpu_worker import sweep_leftovers
 

@@ -18,7 +18,7 @@ from conftest import assert_intact, rows, run_muscat
 import catalog
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-CPU_SET = ["hpcp", "key", "loudness", "rhythm", "spectral"]
+CPU_SET = ["hpcp", "key", "loudness", "notes", "rhythm", "spectral"]
 DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
 
 
@@ -177,14 +177,15 @@ def test_only_and_switched_off_extractors(tmp_path):
 
 def test_extractors_json_shape(tmp_path):
     data = json.loads(run_muscat("extractors", "--json", db=tmp_path / "c.duckdb").stdout)
-    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_pitch", "demucs", "drums"])
+    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_notes", "bass_pitch", "demucs", "drums"])
     for d in data:
         assert {"name", "version", "device", "params_hash", "available", "reason"} <= set(d)
         assert len(d["params_hash"]) == 16
         if d["name"] in ("demucs", "drums"):  # no model folder or weights configured
             assert d["device"] == "gpu" and d["available"] is False and d["reason"]
-        elif d["name"] == "bass_pitch":  # its weights ship in its wheel, but it needs the stems
-            assert d["device"] == "gpu" and d["available"] is False and d["reason"].startswith("needs demucs")
+        elif d["name"] in ("bass_pitch", "bass_notes"):  # their weights ship in wheels; they need the stems
+            assert d["available"] is False and d["reason"].startswith("needs demucs")
+            assert d["device"] == ("gpu" if d["name"] == "bass_pitch" else "cpu")
         else:
             assert d["device"] == "cpu" and d["available"] is True
 

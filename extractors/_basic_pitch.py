@@ -1,0 +1,246 @@
+"""Basic Pitch (Spotify, Apache-2.0) on onnxruntime: shared by the `notes` and `bass_notes`
+extractors.
+
+The model is the ONNX file inside basic-pitch's wheel (`saved_models/icassp_2022/nmp.onnx`):
+nothing is downloaded. basic-pitch's own inference (`basic_pitch.inference.predict`) reads the
+file with librosa and runs its model one 2 s window at a time; here the windows are cut the same
+way (22.05 kHz, 30 frames of overlap) from audio already decoded and run through onnxruntime in
+batches. The notes are then made by basic-pitch's own pure code
+(`note_creation.output_to_notes_polyphonic`, `model_frames_to_time`), so they are the notes its
+`predict` gives, without its TensorFlow/CoreML/TFLite back ends (which muscat does not install:
+see the README, Packaging).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import io
+import logging
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `muscat status` lists extractors without it
+    import numpy as np
+
+MODEL_RATE = 22050  # basic_pitch.constants.AUDIO_SAMPLE_RATE
+FFT_HOP = 256
+WINDOW = MODEL_RATE * 2 - FFT_HOP  # AUDIO_N_SAMPLES: 43,844 samples per window
+OVERLAP_FRAMES = 30  # as basic_pitch.inference.run_inference
+FPS = MODEL_RATE / FFT_HOP  # 86.13 frames/s
+LOWEST_HZ, HIGHEST_HZ = 27.5, 4186.0  # A0 and C8: the model's 88 note bins
+# Windows per onnxruntime call. On one CPU thread a window costs the same batched or not (within
+# 5% from 1 to 16 here: bench/notes.py); 4 was the best and keeps the working set small.
+BATCH = 4
+_OUTPUTS = ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0"]
+
+
+@dataclass(frozen=True)
+class Note:
+    start: float  # s
+    end: float  # s
+    pitch: int  # MIDI note number
+    amplitude: float  # the model's mean frame activation over the note, 0-1
+
+
+def model_path() -> Path | None:
+    """The ONNX model in the installed basic-pitch wheel, found without importing basic_pitch
+    (its __init__ probes for TensorFlow and logs warnings)."""
+    spec = importlib.util.find_spec("basic_pitch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "saved_models" / "icassp_2022" / "nmp.onnx"
+
+
+def available(params: dict[str, Any]) -> str | None:
+    """Why Basic Pitch cannot run with `params` (a missing package, a bad setting), or None."""
+    for key in ("onset_threshold", "frame_threshold"):
+        if not 0 < params[key] < 1:
+            return f"{key} must be between 0 and 1 (exclusive), not {params[key]}"
+    if params["minimum_note_length"] < 0:
+        return f"minimum_note_length must be 0 ms or more, not {params['minimum_note_length']}"
+    low, high = params["minimum_frequency"], params["maximum_frequency"]
+    if not 0 <= low < high:
+        return f"minimum_frequency ({low} Hz) must be below maximum_frequency ({high} Hz), both 0 or more"
+    path = model_path()
+    if path is None:
+        return "basic-pitch is not installed (uv sync installs it)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (uv sync installs it)"
+    if not path.is_file():
+        return f"the Basic Pitch model {path} is missing from its wheel"
+    return None
+
+
+def weights_fingerprint() -> str:
+    path = model_path()
+    assert path is not None
+    return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+
+
+@functools.cache
+def session() -> Any:
+    """One onnxruntime session per process, on one thread: the CPU workers are one per core."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+
+
+class _OnDemand(types.ModuleType):
+    """Stands in for a module while basic_pitch.note_creation imports it; the real one is
+    imported the first time something of it is used."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def note_creation() -> Any:
+    """basic_pitch.note_creation, imported without basic_pitch's start-up warnings about the back
+    ends muscat deliberately leaves out. mir_eval and resampy, which it uses only in its
+    sonification helpers, are imported on demand: they would add 3-9 s (scipy.stats, numba) to
+    every worker's start for nothing muscat calls."""
+    placed = [name for name in ("mir_eval", "resampy") if name not in sys.modules]
+    for name in placed:
+        sys.modules[name] = _OnDemand(name)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import basic_pitch.note_creation as module
+    finally:
+        logging.disable(previous)
+        for name in placed:  # later imports get the real modules
+            if isinstance(sys.modules.get(name), _OnDemand):
+                del sys.modules[name]
+    return module
+
+
+def to_model_rate(mono_44k: np.ndarray) -> np.ndarray:
+    """44.1 kHz mono to Basic Pitch's 22.05 kHz, with soxr's HQ filter (what librosa.load, and so
+    basic-pitch's predict, uses)."""
+    import numpy as np
+    import soxr
+
+    return soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ").astype(np.float32)
+
+
+def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's note, onset and contour activations for 22.05 kHz mono audio, [frames, bins],
+    cut into windows and unwrapped exactly as basic_pitch.inference.run_inference does."""
+    import numpy as np
+
+    overlap = OVERLAP_FRAMES * FFT_HOP
+    hop = WINDOW - overlap
+    padded = np.concatenate([np.zeros(overlap // 2, np.float32), signal.astype(np.float32)])
+    starts = range(0, len(padded), hop) if len(padded) else range(0, 1)
+    windows = np.zeros((len(starts), WINDOW, 1), np.float32)
+    for i, start in enumerate(starts):
+        piece = padded[start : start + WINDOW]
+        windows[i, : len(piece), 0] = piece
+    model = session()
+    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": [], "contour": []}
+    for first in range(0, len(windows), BATCH):
+        outputs = model.run(_OUTPUTS, {"serving_default_input_2:0": windows[first : first + BATCH]})
+        for key, value in zip(("note", "onset", "contour"), outputs):
+            parts[key].append(value)
+    trim = OVERLAP_FRAMES // 2
+    frames = int(np.floor(len(signal) * (FPS / MODEL_RATE)))
+    result = {}
+    for key, chunks in parts.items():
+        stacked = np.concatenate(chunks)[:, trim:-trim, :]
+        result[key] = stacked.reshape(-1, stacked.shape[2])[:frames]
+    return result
+
+
+def transcribe(signal: np.ndarray, params: dict[str, Any]) -> list[Note]:
+    """Notes in 22.05 kHz mono audio, by Basic Pitch's own note creation with `params`'
+    onset_threshold, frame_threshold, minimum_note_length (ms), minimum/maximum_frequency (Hz)
+    and melodia_trick, sorted by start."""
+    import numpy as np
+
+    output = activations(signal)
+    if len(output["note"]) < 2:
+        return []
+    creation = note_creation()
+    # As predict(): ms to frames; a bound at or beyond the model's own range is no bound.
+    min_len = int(np.round(params["minimum_note_length"] / 1000 * FPS))
+    low = params["minimum_frequency"] if params["minimum_frequency"] > LOWEST_HZ else None
+    high = params["maximum_frequency"] if params["maximum_frequency"] < HIGHEST_HZ else None
+    # On silence basic-pitch rescales onsets inferred from frames by 0/0: NaN, which no
+    # threshold passes, so no notes, as it should be; its warning says nothing useful.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        events = creation.output_to_notes_polyphonic(
+            output["note"], output["onset"], onset_thresh=params["onset_threshold"],
+            frame_thresh=params["frame_threshold"], min_note_len=min_len, infer_onsets=True,
+            max_freq=high, min_freq=low, melodia_trick=params["melodia_trick"],
+        )
+    times = creation.model_frames_to_time(output["contour"].shape[0])
+    notes = [Note(float(times[a]), float(times[b]), int(pitch), float(amp)) for a, b, pitch, amp in events]
+    return sorted(notes, key=lambda n: (n.start, n.pitch))
+
+
+def monophonic(notes: list[Note], min_seconds: float, together: float = 0.05) -> list[Note]:
+    """One note at a time. Of notes starting within `together` seconds of each other (an octave
+    or a harmonic read beside the fundamental) the strongest stays; a weaker note that starts and
+    ends inside a sounding one is an overtone read beside it and goes; otherwise a note still
+    sounding when the next one starts is cut there. What is left shorter than `min_seconds` goes."""
+    kept: list[Note] = []
+    for note in sorted(notes, key=lambda n: (n.start, -n.amplitude)):
+        if kept and note.start - kept[-1].start < together:
+            if note.amplitude > kept[-1].amplitude:
+                kept[-1] = note
+            continue
+        if kept and kept[-1].end > note.start:
+            if note.end <= kept[-1].end and note.amplitude < kept[-1].amplitude:
+                continue
+            kept[-1] = Note(kept[-1].start, note.start, kept[-1].pitch, kept[-1].amplitude)
+        kept.append(note)
+    return [n for n in kept if n.end - n.start >= min_seconds]
+
+
+def midi_bytes(notes: list[Note], program: int, name: str) -> bytes:
+    """A MIDI file (pretty_midi, 120 BPM) of `notes` on one instrument; velocity from amplitude."""
+    import numpy as np
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    instrument = pretty_midi.Instrument(program=program, name=name)
+    for n in notes:
+        velocity = int(np.clip(round(127 * n.amplitude), 1, 127))
+        instrument.notes.append(pretty_midi.Note(velocity=velocity, pitch=n.pitch, start=n.start, end=n.end))
+    midi.instruments.append(instrument)
+    buffer = io.BytesIO()
+    midi.write(buffer)
+    return buffer.getvalue()
+
+
+def polyphony_mean(notes: list[Note]) -> float | None:
+    """Notes sounding at once, averaged over the time some note sounds (a sweep over the note
+    boundaries: sum of durations over the length of their union)."""
+    edges = sorted([(n.start, 1) for n in notes] + [(n.end, -1) for n in notes])
+    sounding, covered, previous = 0, 0.0, 0.0
+    for time, step in edges:
+        if sounding > 0:
+            covered += time - previous
+        sounding += step
+        previous = time
+    total = sum(n.end - n.start for n in notes)
+    return total / covered if covered > 0 else None
+
+
+def pitch_class_profile(notes: list[Note]) -> list[float]:
+    """Duration-weighted share of each pitch class, C first, summing to 1 (flat without notes)."""
+    import numpy as np
+
+    profile = np.zeros(12)
+    for n in notes:
+        profile[n.pitch % 12] += n.end - n.start
+    if profile.sum() <= 0:
+        return [1 / 12] * 12
+    return (profile / profile.sum()).tolist()
