@@ -42,6 +42,13 @@ _EXPORTS = {
     "GcReport": "catalog.maintenance",
     "ExtractReport": "catalog.extraction",
     "query": "catalog.query",
+    "UsageError": "catalog.errors",
+    "split": "catalog.splits",
+    "SplitReport": "catalog.splits",
+    "duplicates": "catalog.duplicates",
+    "DuplicateGroup": "catalog.duplicates",
+    "export": "catalog.export",
+    "feature_columns": "catalog.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

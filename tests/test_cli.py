@@ -91,7 +91,7 @@ def test_status_json_shape(scanned):
     data = json.loads(run_muscat("status", "--json", db=path).stdout)
     assert data["files"] == {"present": len(files["good"] + files["broken"]), "missing": 0}
     assert data["audio"] == 0  # nothing decoded yet
-    assert list(data["extractors"]) == ["probe", "bass_pitch", "demucs", "drums", "hpcp", "key", "loudness", "rhythm", "spectral"]
+    assert list(data["extractors"]) == ["probe", "bass_pitch", "chromaprint", "demucs", "drums", "hpcp", "key", "loudness", "rhythm", "spectral"]
     assert data["extractors"]["probe"] == {"done": 0, "pending": len(files["good"] + files["broken"]),
                                            "stale": 0, "failed": 0}
     assert [r["path"] for r in data["roots"]] == [str(root)]
