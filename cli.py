@@ -559,6 +559,12 @@ def duplicates(obj: Context, as_json: bool) -> None:
     from catalog import formatting
 
     groups = catalog.duplicates(obj.database(), obj.settings)
+    fingerprints = next((e for e in catalog.extractors(obj.settings) if e["name"] == "chromaprint"), None)
+    if fingerprints is None or not (fingerprints["available"] and fingerprints["enabled"]):
+        why = "switched off" if fingerprints and not fingerprints["enabled"] else \
+            (fingerprints["reason"] if fingerprints else "not installed")
+        _warn(f"chromaprint cannot run ({why}): files without a fingerprint are matched as exact copies only, "
+              "not as other encodings")
     if as_json:
         click.echo(formatting.to_json([g.to_json() for g in groups]))
         return

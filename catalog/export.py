@@ -95,6 +95,14 @@ def _columns(con: duckdb.DuckDBPyConnection, kinds: tuple[str, ...]) -> list[Fea
     return [FeatureColumn(*row) for row in rows]
 
 
+def column_names(features: list[FeatureColumn]) -> list[str]:
+    """Each feature's column: its name, or `extractor__name` where two extractors declare it."""
+    from collections import Counter
+
+    counts = Counter(f.name for f in features)
+    return [f.name if counts[f.name] == 1 else f"{f.extractor}__{f.name}" for f in features]
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -126,7 +134,8 @@ def build_query(con: duckdb.DuckDBPyConnection, features: list[FeatureColumn], i
     has_split = con.execute("SELECT count(*) FROM split_files WHERE name = ?", [SPLIT_NAME]).fetchone()[0] > 0
     current = "" if include_stale else " AND NOT stale"
     scalar_items, vector_items, outer = [], [], []
-    for f in features:
+    labels = column_names(features)
+    for f, label in zip(features, labels):
         condition = f"FILTER (WHERE extractor = {_literal(f.extractor)} AND feature = {_literal(f.name)}{current})"
         alias = _quote(f"{f.extractor}.{f.name}")
         if f.kind == "vector":
@@ -136,15 +145,15 @@ def build_query(con: duckdb.DuckDBPyConnection, features: list[FeatureColumn], i
         else:
             scalar_items.append(f"any_value({'value' if f.kind == 'scalar' else 'text'}) {condition} AS {alias}")
             source = f"vals.{alias}"
-        outer.append(f"{f'to_json({source})::VARCHAR' if for_text and f.kind == 'vector' else source} AS {_quote(f.name)}")
-    names = {f.name for f in features}
+        outer.append(f"{f'to_json({source})::VARCHAR' if for_text and f.kind == 'vector' else source} AS {_quote(label)}")
+    names = set(labels)
     columns = ["path", "audio_id"] + [c for c in TAG_COLUMNS if c not in names]
     select = [f"l.{c}" for c in columns]
     if has_split and "split" not in names:
         columns.append("split")
         select.append("s.split")
     select += outer
-    columns += [f.name for f in features]
+    columns += labels
     if include_stale:
         stale = ("list_sort(list_distinct(list_concat(coalesce(vals.stale_features, []), "
                  "coalesce(vecs.stale_features, []))))")
@@ -179,18 +188,18 @@ def build_query(con: duckdb.DuckDBPyConnection, features: list[FeatureColumn], i
     return sql + " ORDER BY path", columns
 
 
-def _check_where(con: duckdb.DuckDBPyConnection, sql: str, where: str | None) -> int:
-    """The number of rows, or a UsageError naming --where and DuckDB's reason."""
+def _check_where(con: duckdb.DuckDBPyConnection, sql: str, where: str | None) -> None:
+    """Bind the query without running it (DESCRIBE), or a UsageError naming --where and DuckDB's
+    reason; one statement, read-only, as `muscat sql` checks them."""
     import duckdb
 
     from .query import check_read_only
 
-    counting = f"SELECT count(*) FROM ({sql})"
     try:
-        if len(duckdb.extract_statements(counting)) != 1:
+        if len(duckdb.extract_statements(sql)) != 1:
             raise UsageError(f"--where must be one condition, not statements ({where!r})")
-        check_read_only(counting)
-        return con.execute(counting).fetchone()[0]
+        check_read_only(sql)
+        con.execute(f"DESCRIBE {sql}").fetchall()
     except UsageError:
         raise
     except Exception as exc:  # DuckDB's parser and binder errors, and muscat sql's read-only check
@@ -229,14 +238,17 @@ def export(db: Database, settings: Settings | None, out: str | Path, fmt: str = 
         ).fetchall()] if stems else []
         sql, columns = build_query(con, chosen, include_stale, where, stem_kinds, for_text=fmt == "csv",
                                    with_root=fmt == "hf")
-        total = _check_where(con, sql, where)
+        _check_where(con, sql, where)
+        # The progress bar's total: counting rows under a condition would run the export twice.
+        total = 0 if where else con.execute("SELECT count(*) FROM library").fetchone()[0]
         roots = [path for (path,) in con.execute("SELECT path FROM roots").fetchall()]
         # Nothing else may run on `con` while the reader streams (it would cut the stream).
         reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
         report = ExportReport(out=str(out), format=fmt, rows=0, columns=columns, features=len(chosen))
-        by_name = {f.name: f for f in chosen}
+        by_name = dict(zip(column_names(chosen), chosen))
         if fmt == "hf":
-            _write_hf(reader, out, by_name, audio, stem_kinds, _root_names(roots), report, total, progress)
+            _write_hf(reader, out, by_name, audio, stem_kinds, _root_names(roots), include_stale, report, total,
+                      progress)
         else:
             _write_file(reader, out, fmt, by_name, include_stale, report, total, progress)
     return report
@@ -380,7 +392,7 @@ def _place(source: str, target: Path, mode: str) -> None:
 
 
 def _write_hf(reader: pa.RecordBatchReader, out: Path, features: dict[str, FeatureColumn], audio: str,
-              stems: list[str], root_names: dict[str, str], report: ExportReport, total: int,
+              stems: list[str], root_names: dict[str, str], include_stale: bool, report: ExportReport, total: int,
               progress: Callable[[int, int], None] | None) -> None:
     """Per split (train, validation, test; `unsplit` for files the split has not placed, or
     `train` when there is no split) a folder of audio and its metadata.parquet."""
@@ -393,7 +405,7 @@ def _write_hf(reader: pa.RecordBatchReader, out: Path, features: dict[str, Featu
     keep = [f for f in base if f.name not in stem_columns and f.name != "root"]
     file_fields = [pa.field("file_name", pa.string())] if audio != "none" else []
     file_fields += [pa.field(f"{k}_file_name", pa.string()) for k in stems]
-    schema = _schema(pa.schema(file_fields + keep), features, False)
+    schema = _schema(pa.schema(file_fields + keep), features, include_stale)
     writers: dict[str, Any] = {}
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -285,3 +285,68 @@ def test_bad_split_arguments_are_exit_2_naming_them(tmp_path):
     for args, needle in cases:
         result = run_muscat("split", *args, db=db)
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_stale_values_only_with_include_stale_and_marked(extracted, tmp_path):
+    db, root, _ = extracted
+    copy = tmp_path / "cat.duckdb"
+    copy.write_bytes(db.read_bytes())
+    (tmp_path / "muscat.toml").write_text('[extractors.key]\nprofile = "edma"\n')  # key's results go stale
+    keys = dict(rows(catalog.Database(db), "SELECT path, text FROM features WHERE feature = 'key'"))
+    assert keys and any(v is not None for v in keys.values())
+    plain, marked = tmp_path / "plain.parquet", tmp_path / "marked.parquet"
+    assert run_muscat("export", str(plain), db=copy).returncode == 0
+    assert run_muscat("export", str(marked), "--include-stale", db=copy).returncode == 0
+    plain_rows = {r["path"]: r for r in pq.read_table(plain).to_pylist()}
+    marked_rows = {r["path"]: r for r in pq.read_table(marked).to_pylist()}
+    assert all(r["key"] is None and r["key_strength"] is None for r in plain_rows.values())
+    assert "stale_features" not in pq.read_schema(plain).names
+    for path, key in keys.items():
+        assert marked_rows[path]["key"] == key
+        assert "key" in marked_rows[path]["stale_features"] and "chroma" not in marked_rows[path]["stale_features"]
+        assert marked_rows[path]["chroma"] == plain_rows[path]["chroma"]  # current values: in both
+    assert pq.read_schema(marked).field("stale_features").metadata[b"description"]
+
+
+def test_an_hf_export_without_audio_is_metadata_only(extracted, tmp_path):
+    db, root, _ = extracted
+    out = tmp_path / "meta"
+    assert run_muscat("export", str(out), "--format", "hf", "--audio", "none", db=db).returncode == 0
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != "metadata.parquet"]
+    import datasets
+
+    loaded = datasets.load_dataset("parquet", data_dir=str(out))
+    assert sum(loaded.num_rows.values()) == 4 and "file_name" not in loaded[next(iter(loaded))].column_names
+
+
+def test_an_hf_export_with_stems_gives_each_stem_an_audio_column(extracted, tmp_path):
+    """A demucs result recorded for one audio (its stem: a real FLAC), as the writer records one."""
+    db, root, base = extracted
+    copy = tmp_path / "cat.duckdb"
+    copy.write_bytes(db.read_bytes())
+    stem = encode(base / "other.wav", tmp_path / "stems" / "bass.flac")
+    database = catalog.Database(copy)
+    catalog.sync_extractors(database, catalog.load_settings(db=copy))
+    path = str(root / "Other" / "other.flac")
+    with database.write() as con:
+        con.execute(
+            """
+            INSERT INTO runs BY NAME
+            SELECT 999999 AS run_id, l.audio_id, l.file_id, c.extractor, c.version, c.params_hash, 'mix' AS input,
+                   'ok' AS status, 1 AS attempts, now() AS started_at, now() AS finished_at, 1.0 AS seconds,
+                   'cpu' AS device, 'test' AS host
+            FROM library l, extractor_current c WHERE l.path = ? AND c.extractor = 'demucs'
+            """, [path])
+        con.execute("INSERT INTO run_artifacts VALUES (999999, 'stem:bass', 'flac', ?, ?)", [str(stem), stem.stat().st_size])
+    out = tmp_path / "hf"
+    result = run_muscat("export", str(out), "--format", "hf", "--stems", "--audio", "copy", db=copy)
+    assert result.returncode == 0, result.stderr
+    import datasets
+
+    by_path = {}
+    for part in datasets.load_dataset("audiofolder", data_dir=str(out)).values():  # whatever split there is
+        part = part.cast_column("audio", datasets.Audio(decode=False)).cast_column("bass", datasets.Audio(decode=False))
+        by_path.update({row["path"]: row for row in part})
+    assert len(by_path) == 4
+    assert Path(by_path[path]["bass"]["path"]).read_bytes() == stem.read_bytes()
+    assert all(row["bass"] is None for p, row in by_path.items() if p != path)

@@ -18,7 +18,7 @@ from conftest import assert_intact, rows, run_muscat
 import catalog
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-CPU_SET = ["hpcp", "key", "loudness", "rhythm", "spectral"]
+CPU_SET = ["chromaprint", "hpcp", "key", "loudness", "rhythm", "spectral"]
 DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
 
 
@@ -177,7 +177,7 @@ def test_only_and_switched_off_extractors(tmp_path):
 
 def test_extractors_json_shape(tmp_path):
     data = json.loads(run_muscat("extractors", "--json", db=tmp_path / "c.duckdb").stdout)
-    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_pitch", "chromaprint", "demucs", "drums"])
+    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_pitch", "demucs", "drums"])
     for d in data:
         assert {"name", "version", "device", "params_hash", "available", "reason"} <= set(d)
         assert len(d["params_hash"]) == 16
