@@ -91,7 +91,7 @@ def near_duplicate_pairs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]
     return pairs
 
 
-class _Components:
+class Components:
     """Union-find over hashable items."""
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class _Components:
 def recording_of(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Each audio that has a near-duplicate -> one audio id standing for its recording (the
     smallest of its group). Audio alone in its recording is not in the mapping."""
-    components = _Components()
+    components = Components()
     for a, b in near_duplicate_pairs(con):
         components.union(a, b)
     return {audio_id: components.find(audio_id) for audio_id in list(components.parent)}

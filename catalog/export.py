@@ -15,7 +15,8 @@ CSV or JSONL file. `hf` writes a folder Hugging Face `datasets` loads with
 copied) and a `metadata.parquet` whose `file_name` points at it (and `<stem>_file_name` at each
 Demucs stem with `stems`); with the audio left out, `load_dataset("parquet", data_dir=OUT)`.
 
-A file is written under a temporary name beside OUT and renamed when whole.
+A Parquet, CSV or JSONL file is written under a temporary name beside OUT and renamed when
+whole; an hf folder is filled in place (it must be new or empty).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .clock import utc_now
-from .duplicates import _Components, recording_of
+from .duplicates import Components, recording_of
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def split(db: Database, settings: Settings | None, by: str, ratios: list[float],
 
     # Groups: a file is joined to its key and to its recording (its audio, or the audio it is
     # a near-duplicate of); files without a key or an audio yet stand alone.
-    components = _Components()
+    components = Components()
     keys: dict[int, str] = {}
     for file_id, audio_id, artist, album, albumartist in files:
         key = group_key(by, artist, album, albumartist)
