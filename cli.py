@@ -452,6 +452,138 @@ def stats(obj: Context, features: tuple[str, ...], as_json: bool) -> None:
     click.echo(formatting.rows_to_table(["Feature", "Unit", "Count", "Mean", "Std", "Min", "Max"], table))
 
 
+@main.command()
+@click.argument("out", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl", "hf"]), default="parquet",
+              show_default=True, help="A file (parquet, csv, jsonl), or a Hugging Face audiofolder (hf: OUT is a folder).")
+@click.option("--where", metavar="SQL", help="Only rows where this holds, over the exported columns "
+                                              "(e.g. \"split = 'train' AND bpm > 100\").")
+@click.option("--features", metavar="NAME[,NAME]", help="Only these features (default: every declared feature).")
+@click.option("--include-stale", is_flag=True,
+              help="Also values of older extractor versions, named in each row's stale_features.")
+@click.option("--audio", type=click.Choice(["link", "copy", "none"]), default="link", show_default=True,
+              help="hf: symlink the audio files into OUT, copy them, or leave them out.")
+@click.option("--stems", is_flag=True, help="hf: the Demucs stems too (<stem>_file_name columns).")
+@click.option("--json", "as_json", is_flag=True, help="Print {out, format, rows, columns, features, audio_files, unsplit}.")
+@click.pass_obj
+def export(obj: Context, out: str, fmt: str, where: str | None, features: str | None, include_stale: bool,
+           audio: str, stems: bool, as_json: bool) -> None:
+    """Write the catalogue as a dataset: one row per present file.
+
+    Columns: path, audio_id, the tags (artist, album, ...), split (the part in the split named
+    `default`, once `muscat split` has made one), then every feature: numbers, text (key,
+    scale) and vectors as lists. Units, descriptions and normal ranges are in the Parquet
+    schema's field metadata, and in features.json beside a CSV or JSONL file. Only current
+    values: one from an older extractor version is NULL unless --include-stale. Rows stream,
+    so large catalogues export in little memory.
+
+    \b
+    Examples:
+      muscat export features.parquet
+      muscat export train.csv --format csv --where "split = 'train'" --features bpm,key,chroma
+      muscat export dataset/ --format hf --audio copy     # load_dataset("audiofolder", data_dir="dataset")
+    """
+    from catalog import formatting
+
+    names = [n.strip() for n in features.split(",") if n.strip()] if features else None
+    bar = _progress_bar("exporting", "rows")
+    try:
+        report = catalog.export(obj.database(), obj.settings, out, fmt, where=where, features=names,
+                                include_stale=include_stale, audio=audio, stems=stems,
+                                progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if report.unsplit:
+        _warn(f"{report.unsplit:,} files are in no part of the split (added since `muscat split`): they are in "
+              "unsplit/; run `muscat split` again to place them")
+    if as_json:
+        click.echo(formatting.to_json(report.to_json()))
+    else:
+        extra = f", {report.audio_files:,} audio files" if report.audio_files else ""
+        click.echo(f"{report.rows:,} rows x {len(report.columns)} columns ({report.features} features{extra}) "
+                   f"-> {report.out}")
+
+
+@main.command("split")
+@click.option("--by", type=click.Choice(["artist", "album", "audio"]), default="artist", show_default=True,
+              help="What must not be split up: an artist, an album, or only an audio (and its copies).")
+@click.option("--ratios", default="80,10,10", show_default=True, metavar="A,B[,C...]",
+              help="Shares of the parts, in percent (summing to 100) or fractions (summing to 1).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Another seed, another (deterministic) split.")
+@click.option("--name", default="default", show_default=True,
+              help="Name of the split (several can be kept); track_features.split shows `default`.")
+@click.option("--names", metavar="A,B[,C...]", help="Names of the parts (default: train,validation,test; train,test).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"name", "by", "seed", "splits": {PART: files}}.')
+@click.pass_obj
+def split_command(obj: Context, by: str, ratios: str, seed: int, name: str, names: str | None,
+                  as_json: bool) -> None:
+    """Split the library into train / validation / test without leakage, deterministically.
+
+    Files are grouped: every file of an artist (--by artist) or album (--by album) together, all
+    files of one audio together, and near-duplicates (the same recording in other encodings,
+    see `muscat duplicates`) together; files without the key are grouped by their audio. Groups
+    are placed in the order of a hash of their key and the seed, each in the part that hash
+    points to unless that part is already full, so the parts come close to the ratios. Made
+    again, groups already placed keep their part: new files never move old ones. Stored in the
+    view `splits(name, path, audio_id, split)`; `track_features.split` and `muscat export`
+    show the split named `default`.
+
+    \b
+    Example:
+      muscat split --by artist --ratios 80,10,10 --seed 1
+    """
+    from catalog import formatting
+    from catalog.splits import parse_names, parse_ratios
+
+    shares = parse_ratios(ratios)
+    report = catalog.split(obj.database(), obj.settings, by, shares, seed=seed, name=name,
+                           names=parse_names(names, len(shares)))
+    if as_json:
+        click.echo(formatting.to_json(report.to_json()))
+        return
+    total = sum(report.counts.values())
+    rows = [(part, n, f"{100 * report.shares[part]:.1f} %") for part, n in report.counts.items()]
+    click.echo(formatting.rows_to_table(["split", "files", "share"], rows))
+    how = "made afresh" if report.fresh else f"{report.kept:,} kept their place, {report.placed:,} placed"
+    click.echo(f"{report.name}: {total:,} files in {report.groups:,} groups by {report.by} (seed {report.seed}); {how}")
+    if report.moved:
+        _warn(f"{report.moved:,} files changed part: new near-duplicates joined groups that were apart")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help='Print a list of {"paths": [...], "audio_ids": [...]}.')
+@click.pass_obj
+def duplicates(obj: Context, as_json: bool) -> None:
+    """Groups of files that hold one recording: the same audio twice, or the same recording in
+    another encoding (an MP3 and a FLAC of one master), found by Chromaprint fingerprints.
+
+    Needs the chromaprint extractor's results (`muscat extract`; it runs by default where
+    libchromaprint is installed, see `muscat extractors`). `muscat split` keeps each group in one
+    part.
+    """
+    from catalog import formatting
+
+    groups = catalog.duplicates(obj.database(), obj.settings)
+    fingerprints = next((e for e in catalog.extractors(obj.settings) if e["name"] == "chromaprint"), None)
+    if fingerprints is None or not (fingerprints["available"] and fingerprints["enabled"]):
+        why = "switched off" if fingerprints and not fingerprints["enabled"] else \
+            (fingerprints["reason"] if fingerprints else "not installed")
+        _warn(f"chromaprint cannot run ({why}): files without a fingerprint are matched as exact copies only, "
+              "not as other encodings")
+    if as_json:
+        click.echo(formatting.to_json([g.to_json() for g in groups]))
+        return
+    for i, group in enumerate(groups):
+        if i:
+            click.echo("")
+        click.echo(f"{len(group.paths)} files, {len(group.audio_ids)} audio:")
+        for path in group.paths:
+            click.echo(f"  {path}")
+    if not groups:
+        click.echo("no duplicates")
+
+
 @main.command("extractors")
 @click.option("--json", "as_json", is_flag=True, help="Print a list of {name, version, device, params_hash, available, reason}.")
 @click.pass_obj

@@ -48,6 +48,13 @@ _EXPORTS = {
     "similar": "catalog.similarity",
     "plot": "catalog.plots",
     "report": "catalog.reports",
+    "UsageError": "catalog.errors",
+    "split": "catalog.splits",
+    "SplitReport": "catalog.splits",
+    "duplicates": "catalog.duplicates",
+    "DuplicateGroup": "catalog.duplicates",
+    "export": "catalog.export",
+    "feature_columns": "catalog.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

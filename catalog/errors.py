@@ -29,3 +29,7 @@ class ReadOnlyViolation(MuscatError):
 
 class QueryError(MuscatError):
     """SQL given to `muscat sql` that DuckDB cannot run."""
+
+
+class UsageError(MuscatError):
+    """An option or argument that is wrong for what it asks (names the option and why)."""

@@ -243,6 +243,25 @@ class RunArtifact(SQLModel, table=True):
     bytes: int = col(BigInteger)
 
 
+class SplitDefinition(SQLModel, table=True):
+    __tablename__ = "split_definitions"
+    name: str = pk()
+    by_key: str
+    seed: int = col(BigInteger)
+    ratios: list[float] = col(ARRAY(Double))
+    names: list[str] = col(ARRAY(String))
+    created_at: datetime = col(TIMESTAMP)
+    updated_at: datetime = col(TIMESTAMP)
+
+
+class SplitFile(SQLModel, table=True):
+    __tablename__ = "split_files"
+    name: str = pk()
+    file_id: int = pk(BigInteger)
+    split: str
+    group_key: str
+
+
 # -- contract views (schema/views/*.sql; their comments say what each row is) -----------------
 
 
@@ -390,7 +409,19 @@ class Artifact(ContractView, table=True):
     stale: bool
 
 
+class Split(ContractView, table=True):
+    """`splits`: the part of each present file in each named split (`muscat split`)."""
+
+    __tablename__ = "splits"
+    name: str = pk()
+    path: str
+    audio_id: Optional[str] = None
+    split: str
+    group_key: str
+    file_id: int = pk(BigInteger)
+
+
 VIEWS: tuple[type[ContractView], ...] = (
     LibraryFile, Tag, Feature, FeatureVector, FeatureUnit, FeatureStat, PendingJob, StaleResult,
-    FailedRun, Artifact,
+    FailedRun, Artifact, Split,
 )

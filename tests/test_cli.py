@@ -155,8 +155,8 @@ def test_status_json_shape(scanned):
     data = json.loads(run_muscat("status", "--json", db=path).stdout)
     assert data["files"] == {"present": len(files["good"] + files["broken"]), "missing": 0}
     assert data["audio"] == 0  # nothing decoded yet
-    assert list(data["extractors"]) == ["probe", "bass_notes", "bass_pitch", "demucs", "drums", "hpcp", "key",
-                                       "loudness", "notes", "rhythm", "spectral"]
+    assert list(data["extractors"]) == ["probe", "bass_notes", "bass_pitch", "chromaprint", "demucs", "drums", "hpcp",
+                                       "key", "loudness", "notes", "rhythm", "spectral"]
     assert data["extractors"]["probe"] == {"done": 0, "pending": len(files["good"] + files["broken"]),
                                            "stale": 0, "failed": 0}
     assert [r["path"] for r in data["roots"]] == [str(root)]

@@ -18,7 +18,7 @@ from conftest import assert_intact, rows, run_muscat
 import catalog
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-CPU_SET = ["hpcp", "key", "loudness", "notes", "rhythm", "spectral"]
+CPU_SET = ["chromaprint", "hpcp", "key", "loudness", "notes", "rhythm", "spectral"]
 DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
 
 

@@ -31,6 +31,7 @@ CONTRACT = {
     "stale": ["audio_id", "path", "extractor", "version", "current_version", "reason"],
     "failed": ["path", "audio_id", "extractor", "version", "error", "attempts", "host"],
     "artifacts": ["path", "audio_id", "extractor", "version", "kind", "format", "bytes"],
+    "splits": ["name", "path", "audio_id", "split"],
 }
 
 

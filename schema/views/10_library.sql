@@ -37,3 +37,10 @@ CREATE OR REPLACE VIEW tags AS
 SELECT l.path, l.audio_id, t.key, t.value, t.ordinal, l.file_id
 FROM file_tags AS t
 JOIN library AS l USING (file_id);
+
+-- splits: the part of each present file in each named split (contract; `muscat split`).
+-- `track_features.split` is the part in the split named 'default'.
+CREATE OR REPLACE VIEW splits AS
+SELECT s.name, l.path, l.audio_id, s.split, s.group_key, l.file_id
+FROM split_files AS s
+JOIN library AS l USING (file_id);
