@@ -97,10 +97,12 @@ def feature_info(con: duckdb.DuckDBPyConnection, name: str) -> FeatureInfo:
 
 
 def splits_available(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether this catalogue has the `splits` view (`muscat split` made it)."""
-    return bool(con.execute(
+    """Whether `muscat split` has made a split here: the `splits` view exists (catalogues from
+    before migration 4 have none) and holds a row."""
+    exists = con.execute(
         "SELECT count(*) FROM duckdb_views() WHERE view_name = 'splits' AND database_name = current_database()"
-    ).fetchone()[0])
+    ).fetchone()[0]
+    return bool(exists) and con.execute("SELECT EXISTS (SELECT 1 FROM splits)").fetchone()[0]
 
 
 def split_name(con: duckdb.DuckDBPyConnection, asked: str | None) -> str:

@@ -4,11 +4,15 @@ tests/pieces.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import xml.etree.ElementTree as ET
+from contextlib import closing
 
 import pytest
-from conftest import run_muscat
+from conftest import rows, run_muscat
+
+import catalog
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -89,23 +93,23 @@ def test_html_is_one_self_contained_page(pieces_catalogue, tmp_path):
 
 
 def test_by_split_uses_the_splits_view_when_there_is_one(pieces_catalogue, tmp_path):
-    import duckdb
-
     db, files = pieces_catalogue
     copy = tmp_path / "with-splits.duckdb"
     shutil.copyfile(db, copy)
     out = tmp_path / "split.svg"
     result = run_muscat("plot", "bpm", "--by", "split", "--out", str(out), db=copy)
     assert result.returncode == 2 and "no splits yet" in result.stderr
-    # a splits view as `muscat split` makes one (splits(name, path, audio_id, split))
-    with duckdb.connect(str(copy)) as con:
-        con.execute("""CREATE OR REPLACE VIEW splits AS
-                       SELECT 'default' AS name, path, audio_id,
-                              CASE WHEN path LIKE '%/a%' THEN 'train' ELSE 'test' END AS split
-                       FROM library WHERE audio_id IS NOT NULL""")
+    made = run_muscat("split", "--by", "audio", "--ratios", "50,50", "--json", db=copy)
+    assert made.returncode == 0, made.stderr
+    parts = json.loads(made.stdout)["splits"]
+    assert set(parts) == {"train", "test"} and all(parts.values())
     result = run_muscat("plot", "bpm", "--by", "split", "--out", str(out), db=copy)
     assert result.returncode == 0, result.stderr
-    assert "train 6" in result.stdout and "test 4" in result.stdout
+    # one value per present file with a bpm, counted per part as the split placed them
+    with closing(catalog.Database(copy)) as database:
+        placed = dict(rows(database, "SELECT s.split, count(*) FROM splits s JOIN track_features t USING (path) "
+                                     "WHERE t.bpm IS NOT NULL GROUP BY ALL"))
+    assert f"train {placed['train']:,}" in result.stdout and f"test {placed['test']:,}" in result.stdout
     assert {"train", "test"} <= set(svg_texts(out))
     result = run_muscat("plot", "bpm", "--by", "split", "--split-name", "other", "--out", str(out), db=copy)
     assert result.returncode == 2 and "no such split" in result.stderr and "default" in result.stderr
