@@ -248,8 +248,12 @@ def test_interrupt_keeps_finished_results_and_redoes_the_rest(tmp_path):
     run_muscat("scan", str(root), db=db)
     from conftest import MUSCAT
 
+    def as_from_a_terminal() -> None:  # what the test process inherited or set must not reach muscat
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([str(MUSCAT), "--db", str(db), "extract", "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         out = run_muscat("sql", "SELECT count(*) FROM runs WHERE extractor = 'rhythm'", "--format", "csv", db=db)
