@@ -45,6 +45,14 @@ LICENCES = {
     "drums": "CC BY-NC-SA 4.0 (ADTOF's models): non-commercial use only, so muscat cannot ship or "
              "download them",
     "bass_pitch": "LGPL-3.0 (PESTO)",
+    "notes": "Apache-2.0 (Basic Pitch, by Spotify)",
+    "bass_notes": "Apache-2.0 (Basic Pitch, by Spotify)",
+}
+# Extractors whose weights ship inside a wheel muscat installs: (distribution, file in it).
+IN_WHEEL = {
+    "bass_pitch": ("pesto-pitch", lambda params: f"weights/{params['model']}.ckpt"),
+    "notes": ("basic-pitch", lambda params: "saved_models/icassp_2022/nmp.onnx"),
+    "bass_notes": ("basic-pitch", lambda params: "saved_models/icassp_2022/nmp.onnx"),
 }
 ADTOF_SOURCE = ("ADTOF publishes its models with its code at https://github.com/MZehren/ADTOF; the "
                 "PyTorch checkpoint muscat reads is in ADTOF's PyTorch port, https://github.com/xavriley/"
@@ -411,8 +419,8 @@ def fetch(settings: Settings, name: str, model: str | None = None, progress: Pro
     if name == "drums":
         raise ModelError(f"muscat cannot fetch ADTOF's weights: their licence is {LICENCES['drums']}. "
                          f"{ADTOF_SOURCE}; once you have it, `{ADD_DRUMS}` installs it")
-    if name == "bass_pitch":
-        raise ModelError("bass_pitch has nothing to fetch: PESTO's weights ship in the pesto-pitch wheel")
+    if name in IN_WHEEL:
+        raise ModelError(f"{name} has nothing to fetch: its weights ship in the {IN_WHEEL[name][0]} wheel")
     if name != "demucs":
         raise ModelError(f"muscat fetches models for demucs only (drums: `{ADD_DRUMS}`), not for {name!r}")
     params = _params(settings, "demucs")
@@ -532,8 +540,7 @@ def listing(settings: Settings) -> list[dict[str, Any]]:
         entries.append(_demucs_entry(settings, loaded["demucs"]))
     if "drums" in loaded:
         entries.append(_drums_entry(settings, loaded["drums"]))
-    if "bass_pitch" in loaded:
-        entries.append(_pesto_entry(loaded["bass_pitch"]))
+    entries += [_wheel_entry(loaded[name]) for name in IN_WHEEL if name in loaded]
     return entries
 
 
@@ -608,14 +615,16 @@ def _drums_entry(settings: Settings, extractor: Any) -> dict[str, Any]:
             "source": ADTOF_SOURCE, "command": ADD_DRUMS, **_state(extractor)}
 
 
-def _pesto_entry(extractor: Any) -> dict[str, Any]:
+def _wheel_entry(extractor: Any) -> dict[str, Any]:
+    """Weights installed with a wheel: verified against the sha256 its RECORD holds."""
     import base64
     from importlib.metadata import PackageNotFoundError, distribution
 
+    dist_name, wanted_file = IN_WHEEL[extractor.name]
+    wanted = wanted_file(extractor.params)
     files = []
     try:
-        dist = distribution("pesto-pitch")
-        wanted = f"weights/{extractor.params['model']}.ckpt"
+        dist = distribution(dist_name)
         for record in dist.files or []:
             if str(record).endswith(wanted):
                 path = Path(dist.locate_file(record))
@@ -623,11 +632,12 @@ def _pesto_entry(extractor: Any) -> dict[str, Any]:
                 if path.is_file() and record.hash is not None and record.hash.mode == "sha256":
                     expected = base64.urlsafe_b64decode(record.hash.value + "==").hex()
                     if sha256(path) != expected:
-                        problem = f"{path} is not the file its wheel installed (sha256 differs): `uv sync --reinstall-package pesto-pitch`"
+                        problem = (f"{path} is not the file its wheel installed (sha256 differs): "
+                                   f"`uv sync --reinstall-package {dist_name}`")
                 files.append(_file(path, problem, verified=record.hash is not None))
     except PackageNotFoundError:
         pass
-    return {"extractor": "bass_pitch", "folder": str(Path(files[0]["path"]).parent) if files else None,
-            "files": files, "licence": LICENCES["bass_pitch"],
-            "source": "the pesto-pitch wheel (installed with muscat; nothing to fetch)", "command": None,
+    return {"extractor": extractor.name, "folder": str(Path(files[0]["path"]).parent) if files else None,
+            "files": files, "licence": LICENCES[extractor.name],
+            "source": f"the {dist_name} wheel (installed with muscat; nothing to fetch)", "command": None,
             **_state(extractor)}

@@ -151,7 +151,7 @@ def test_fetch_then_extract_separates_with_no_config_edit(tmp_path, mirror, serv
     assert manifest[th[0]]["sha256"] == hashlib.sha256((folder / th[0]).read_bytes()).hexdigest()
 
     listing = json.loads(run_muscat("models", "--json", db=db).stdout)
-    assert [e["extractor"] for e in listing] == ["demucs", "drums", "bass_pitch"]
+    assert [e["extractor"] for e in listing] == ["demucs", "drums", "bass_pitch", "notes", "bass_notes"]
     for entry in listing:
         assert {"extractor", "files", "licence", "source"} <= set(entry)
         for f in entry["files"]:
@@ -350,3 +350,27 @@ def test_extract_only_an_extractor_that_cannot_run_exits_2_with_the_reason(tmp_p
     (tmp_path / "muscat.toml").write_text("[extractors.demucs]\nenabled = false\n")
     result = run_muscat("extract", "--only", "demucs", db=db)
     assert result.returncode == 2 and "switched off" in result.stderr
+
+
+def test_weights_that_ship_in_a_wheel_are_listed_verified_and_have_nothing_to_fetch(tmp_path, monkeypatch):
+    db = tmp_path / "c.duckdb"
+    listing = {e["extractor"]: e for e in json.loads(run_muscat("models", "--json", db=db).stdout)}
+    for name, dist, file in [("bass_pitch", "pesto-pitch", "mir-1k_g7.ckpt"), ("notes", "basic-pitch", "nmp.onnx"),
+                             ("bass_notes", "basic-pitch", "nmp.onnx")]:
+        entry = listing[name]
+        assert [(f["name"], f["present"], f["verified"], f["problem"]) for f in entry["files"]] == \
+            [(file, True, True, None)], entry
+        assert entry["files"][0]["bytes"] == Path(entry["files"][0]["path"]).stat().st_size > 100_000
+        assert dist in entry["source"] and entry["command"] is None
+        fetched = run_muscat("models", "fetch", name, db=db)
+        assert fetched.returncode == 2 and f"its weights ship in the {dist} wheel" in fetched.stderr
+        assert "Traceback" not in fetched.stderr
+    assert listing["notes"]["ready"] and "Apache-2.0" in listing["notes"]["licence"]
+    assert not listing["bass_notes"]["ready"] and "demucs" in listing["bass_notes"]["reason"]
+
+    # A file that is not what the wheel's RECORD says it installed is named, with the repair.
+    monkeypatch.setattr(models, "sha256", lambda path: "0" * 64)
+    settings = catalog.load_settings(db=db)
+    damaged = {e["extractor"]: e for e in models.listing(settings)}["notes"]["files"][0]
+    assert damaged["problem"].endswith("is not the file its wheel installed (sha256 differs): "
+                                       "`uv sync --reinstall-package basic-pitch`")
