@@ -84,7 +84,14 @@ class Audio:
         """Mono at 44.1 kHz, float32 (what Essentia's algorithms expect)."""
         if "mono" not in self._cache:
             whole = self.whole()
-            mixed = whole[:, 0] if whole.shape[1] == 1 else whole.sum(axis=1, dtype=np.float32) / whole.shape[1]
+            mixed = whole[:, 0]
+            if whole.shape[1] > 1:
+                # Channel by channel: the same float32 sums as whole.sum(axis=1), in a tenth of the
+                # time (a sum along the short axis of [frames, channels] runs row by row).
+                mixed = mixed.copy()
+                for channel in range(1, whole.shape[1]):
+                    mixed += whole[:, channel]
+                mixed /= np.float32(whole.shape[1])
             self._cache["mono"] = resample(mixed, self.sample_rate, ANALYSIS_RATE)
         return self._cache["mono"]
 

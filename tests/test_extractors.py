@@ -204,3 +204,13 @@ def test_parameters_change_the_identity(tmp_path):
     changed = {e.name: e.params_hash for e in registry.load_extractors(catalog.load_settings(db=tmp_path / "x.duckdb"))}
     assert base["hpcp"] != changed["hpcp"]
     assert {k: v for k, v in base.items() if k != "hpcp"} == {k: v for k, v in changed.items() if k != "hpcp"}
+
+
+def test_mono_is_the_float32_mean_of_the_channels(tmp_path):
+    rng = np.random.default_rng(3)
+    for channels in (1, 2, 6):
+        samples = (0.1 * rng.standard_normal((44100, channels))).astype(np.float32)
+        audio = decode.decode(str(write(tmp_path / f"c{channels}.wav", samples)))
+        mono, decoded = audio.mono(), audio.whole()
+        assert mono.dtype == np.float32 and np.abs(decoded - samples).max() < 1e-4  # 16-bit WAV
+        np.testing.assert_array_equal(mono, decoded.sum(axis=1, dtype=np.float32) / np.float32(channels))
