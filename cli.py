@@ -567,8 +567,7 @@ def duplicates(obj: Context, as_json: bool) -> None:
     groups = catalog.duplicates(obj.database(), obj.settings)
     fingerprints = next((e for e in catalog.extractors(obj.settings) if e["name"] == "chromaprint"), None)
     if fingerprints is None or not (fingerprints["available"] and fingerprints["enabled"]):
-        why = "switched off" if fingerprints and not fingerprints["enabled"] else \
-            (fingerprints["reason"] if fingerprints else "not installed")
+        why = (fingerprints["off_reason"] or fingerprints["reason"]) if fingerprints else "not installed"
         _warn(f"chromaprint cannot run ({why}): files without a fingerprint are matched as exact copies only, "
               "not as other encodings")
     if as_json:
@@ -598,7 +597,7 @@ def list_extractors(obj: Context, as_json: bool) -> None:
     table = [
         (r["name"], r["version"], r["device"], r["params_hash"],
          "yes" if r["available"] and r["enabled"] else "no",
-         "switched off in muscat.toml" if not r["enabled"] else (r["reason"] or ""))
+         r["off_reason"] or r["reason"] or "")
         for r in rows
     ]
     click.echo(formatting.rows_to_table(["name", "version", "device", "params hash", "available", "why not"], table))
@@ -807,7 +806,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
         for entry in entries:
             if entry is not entries[0]:
                 click.echo("")
-            state = "ready" if entry["ready"] else ("switched off" if not entry["enabled"] else "not ready")
+            state = "ready" if entry["ready"] else (entry["off_reason"] if not entry["enabled"] else "not ready")
             model = f" {entry['model']}" if entry.get("model") else ""
             click.echo(f"{entry['extractor']}{model}: {state}" + (f" ({entry['reason']})" if entry["reason"] else ""))
             if entry["folder"]:

@@ -205,6 +205,10 @@ def _models(settings: Settings) -> list[Finding]:
     by_name = {e.name: e for e in loaded}
     for extractor in loaded:
         if not extractor.enabled:
+            if not extractor.declaration.on_by_default:  # a user may not know it is there
+                findings.append(off("models", f"{extractor.name} is off by default",
+                                    f"`enabled = true` under [extractors.{extractor.name}] in "
+                                    f"{settings.config_path or 'muscat.toml'} switches it on"))
             continue
         reason = extractor.unavailable_reason
         waits_for = [n for n in extractor.declaration.needs if n in by_name and (
@@ -219,7 +223,7 @@ def _models(settings: Settings) -> list[Finding]:
             needed = by_name[waits_for[0]]
             findings.append(off(
                 "models", f"{extractor.name} is off: it needs {needed.name}, which is "
-                + ("switched off" if not needed.enabled else "not installed"),
+                + (needed.off_reason if not needed.enabled else "not installed"),
                 f"switch {needed.name} on" if not needed.enabled else f"`{needed.unavailable_reason.command}`"))
         else:
             findings.append(Finding(

@@ -73,7 +73,7 @@ def select_extractors(loaded: list[LoadedExtractor], only: list[str] | None) -> 
         if name not in by_name:
             raise MuscatError(f"--only: no extractor named '{name}' (known: {', '.join(sorted(by_name))})")
         if not by_name[name].enabled:
-            raise MuscatError(f"--only: {name} is switched off (enabled = false under [extractors.{name}])")
+            raise MuscatError(f"--only: {name} is {by_name[name].off_reason}")
         if not by_name[name].available:
             raise MuscatError(f"--only: {name} cannot run: {by_name[name].unavailable_reason}")
     chosen = [

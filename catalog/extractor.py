@@ -86,6 +86,9 @@ class Extractor:
     needs: Sequence[str] = ()
     # "audio": results belong to the content; "file": to the file (probe: codec, bitrate).
     scope: Literal["audio", "file"] = "audio"
+    # False: runs only once a user switches it on (`enabled = true` under [extractors.NAME]),
+    # for what costs far more than it gives most libraries (notes: twice the CPU set's time).
+    on_by_default: bool = True
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,15 @@ class LoadedExtractor:
     def runnable(self) -> bool:
         return self.enabled and self.available
 
+    @property
+    def off_reason(self) -> str | None:
+        """Why it does not run although it could (said the same way by every command), or None."""
+        if self.enabled:
+            return None
+        if self.declaration.on_by_default:
+            return f"switched off (enabled = false under [extractors.{self.name}])"
+        return f"off by default: `enabled = true` under [extractors.{self.name}] in muscat.toml switches it on"
+
     def run(self, audio: Any, inputs: Inputs | None = None, models: Any = None) -> Made:
         """What the extractor makes of `audio`; a staged one runs its model in `models` (a
         model_stage.Models: the GPU worker's client, or models held here), else in this process."""
@@ -241,7 +253,7 @@ def params_hash(params: dict[str, Any], weights_fingerprint: str | None = None) 
 def effective_params(declaration: Extractor, overrides: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
     """Declared defaults with the user's overrides applied and checked; and `enabled`."""
     params = dict(declaration.params)
-    enabled = True
+    enabled = declaration.on_by_default
     for key, value in overrides.items():
         where = f"{source}: [extractors.{declaration.name}] {key}"
         if key in COMMON_KEYS:

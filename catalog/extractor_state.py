@@ -35,6 +35,7 @@ def _state(extractors: list[LoadedExtractor]) -> list[dict]:
             "scope": e.declaration.scope,
             "enabled": e.enabled,
             "reason": e.unavailable_reason,
+            "off_reason": e.off_reason,
             "uses": e.uses,
             "weights": e.weights_fingerprint,
             "outputs": [[o.name, o.kind, o.unit, o.range, o.size, o.labels, o.description]

@@ -547,7 +547,7 @@ def listing(settings: Settings) -> list[dict[str, Any]]:
 def _state(extractor: Any) -> dict[str, Any]:
     return {"ready": extractor.runnable,
             "reason": None if extractor.available else str(extractor.unavailable_reason),
-            "enabled": extractor.enabled}
+            "enabled": extractor.enabled, "off_reason": extractor.off_reason}
 
 
 def _demucs_entry(settings: Settings, extractor: Any) -> dict[str, Any]:

@@ -58,8 +58,7 @@ def load_extractors(settings: Settings) -> list[LoadedExtractor]:
         for needed in extractor.declaration.needs:
             other = loaded.get(needed)
             if extractor.unavailable_reason is None and (other is None or not other.runnable):
-                why = "not installed" if other is None else (
-                    "switched off" if not other.enabled else other.unavailable_reason)
+                why = "not installed" if other is None else (other.off_reason or other.unavailable_reason)
                 extractor.unavailable_reason = f"needs {needed}, which cannot run ({why})"
     owners: dict[str, str] = {}
     for extractor in loaded.values():

@@ -94,6 +94,7 @@ def extractors(settings: Settings) -> list[dict[str, Any]]:
             "available": e.available,
             "reason": e.unavailable_reason,
             "enabled": e.enabled,
+            "off_reason": e.off_reason,
             "params": e.params,
             "outputs": len(e.declaration.outputs),
         }

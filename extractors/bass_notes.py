@@ -19,6 +19,7 @@ EXTRACTOR = Extractor(
     device="cpu",
     uses=("demucs",),  # the bass stem
     needs=("demucs",),
+    on_by_default=False,  # as notes: Basic Pitch costs about twice the CPU set; a user opts in
     description="Bass line as monophonic notes (Basic Pitch on the bass stem) as MIDI: count, rate, range.",
     params={
         "onset_threshold": 0.5,

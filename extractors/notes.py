@@ -21,6 +21,7 @@ EXTRACTOR = Extractor(
     device="cpu",
     description="Polyphonic notes (Basic Pitch) as MIDI: count, rate, range, polyphony, pitch-class profile.",
     uses=("demucs",),  # the harmonic stems, when separated (and use_stems is on)
+    on_by_default=False,  # about twice the whole CPU set's time per track: a user opts in
     params={
         "onset_threshold": 0.5,
         "frame_threshold": 0.3,

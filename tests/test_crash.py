@@ -142,6 +142,7 @@ def extraction_library(tmp_path: Path, count: int, gpu_worker: bool = False) -> 
         f"gpu_worker = {str(gpu_worker).lower()}\n"
         f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nformat = "wav"\nshifts = 0\n'
         "[extractors.rhythm]\nenabled = false\n"  # the slowest of the set; others cover it
+        "[extractors.notes]\nenabled = true\n[extractors.bass_notes]\nenabled = true\n"  # MIDI artifacts
     )
     return root, tmp_path / "cat.duckdb"
 

@@ -18,7 +18,7 @@ from conftest import assert_intact, rows, run_muscat
 import catalog
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-CPU_SET = ["chromaprint", "hpcp", "key", "loudness", "notes", "rhythm", "spectral"]
+CPU_SET = ["chromaprint", "hpcp", "key", "loudness", "rhythm", "spectral"]  # on by default
 DUCKDB_15_CLI = Path(sys.executable).parent / "duckdb"
 
 
@@ -177,9 +177,13 @@ def test_only_and_switched_off_extractors(tmp_path):
 
 def test_extractors_json_shape(tmp_path):
     data = json.loads(run_muscat("extractors", "--json", db=tmp_path / "c.duckdb").stdout)
-    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_notes", "bass_pitch", "demucs", "drums"])
+    assert [d["name"] for d in data] == ["probe"] + sorted(CPU_SET + ["bass_notes", "bass_pitch", "demucs", "drums",
+                                                                      "notes"])
     for d in data:
         assert {"name", "version", "device", "params_hash", "available", "reason"} <= set(d)
+        # Transcription is opt-in (it costs about twice the CPU set); the rest is on until switched off.
+        assert d["enabled"] is (d["name"] not in ("notes", "bass_notes"))
+        assert (d["off_reason"] or "").startswith("off by default") is (not d["enabled"])
         assert len(d["params_hash"]) == 16
         if d["name"] in ("demucs", "drums"):  # no model folder or weights configured
             assert d["device"] == "gpu" and d["available"] is False and d["reason"]

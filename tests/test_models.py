@@ -365,7 +365,8 @@ def test_weights_that_ship_in_a_wheel_are_listed_verified_and_have_nothing_to_fe
         fetched = run_muscat("models", "fetch", name, db=db)
         assert fetched.returncode == 2 and f"its weights ship in the {dist} wheel" in fetched.stderr
         assert "Traceback" not in fetched.stderr
-    assert listing["notes"]["ready"] and "Apache-2.0" in listing["notes"]["licence"]
+    assert "Apache-2.0" in listing["notes"]["licence"] and listing["notes"]["reason"] is None
+    assert not listing["notes"]["ready"] and listing["notes"]["off_reason"].startswith("off by default")
     assert not listing["bass_notes"]["ready"] and "demucs" in listing["bass_notes"]["reason"]
 
     # A file that is not what the wheel's RECORD says it installed is named, with the repair.

@@ -241,12 +241,16 @@ def test_stats_and_features_show_note_rates_with_units_and_stems_make_notes_stal
     write(root / "groove.flac", 0.7 * (bass + drum_pattern(len(bass))))
     db = tmp_path / "c.duckdb"
     assert run_muscat("scan", str(root), db=db).returncode == 0
+    assert run_muscat("extract", "--only", "notes", db=db).stderr.strip().endswith(
+        "notes is off by default: `enabled = true` under [extractors.notes] in muscat.toml switches it on")
+    (tmp_path / "muscat.toml").write_text("[extractors.notes]\nenabled = true\n")
     first = run_muscat("extract", "--only", "notes", "--json", db=db)  # no demucs yet: on the mix
     assert first.returncode == 0, first.stderr
     database = catalog.Database(db)
     assert rows(database, "SELECT text FROM features WHERE feature = 'notes_source'") == [("mix",)]
     repo = tiny_demucs_repo(tmp_path / "models")
-    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nshifts = 0\n')
+    (tmp_path / "muscat.toml").write_text(f'[extractors.demucs]\nrepo = "{repo}"\nmodel = "tiny"\nshifts = 0\n'
+                                          "[extractors.notes]\nenabled = true\n[extractors.bass_notes]\nenabled = true\n")
     result = run_muscat("extract", "--only", "demucs,bass_notes", "--json", db=db)
     assert result.returncode == 0, result.stderr
     assert rows(database, "SELECT extractor, reason FROM stale") == [("notes", "input")]
