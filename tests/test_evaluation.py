@@ -26,18 +26,24 @@ def extractors(tmp_path_factory):
 def test_tempo_accuracy_on_the_synthesised_set(tmp_path, extractors):
     import essentia.standard as es
 
-    rows, ours, theirs = [], [], []
+    rows, ours, theirs, confidences = [], [], [], []
     for piece in TEMPO_SET:
         audio = decode.decode(str(write(tmp_path / f"{piece.name}.flac", tempo_piece(piece)[:, None])))
-        bpm = extractors["rhythm"].run(audio).values["bpm"]
-        reference = float(es.RhythmExtractor2013(method="multifeature")(audio.mono())[0])
+        values = extractors["rhythm"].run(audio).values
+        bpm = values["bpm"]
+        reference, _, reference_confidence, _, _ = es.RhythmExtractor2013(method="multifeature")(audio.mono())
         ours.append(accuracy(bpm, piece.bpm))
-        theirs.append(accuracy(reference, piece.bpm))
+        theirs.append(accuracy(float(reference), piece.bpm))
+        confidences.append(values["beat_confidence"])
         rows.append(f"{piece.name:24} {piece.bpm:6.1f} {bpm:8.1f} {'ok' if ours[-1][0] else '--':>3} "
-                    f"{reference:10.1f} {'ok' if theirs[-1][0] else '--':>3}")
+                    f"{values['beat_confidence']:5.2f} {reference:10.1f} {'ok' if theirs[-1][0] else '--':>3} "
+                    f"{reference_confidence:5.2f}")
     score = {name: (np.mean([a for a, _ in s]), np.mean([b for _, b in s])) for name, s in
              (("muscat", ours), ("essentia", theirs))}
-    print(f"\n{'piece':24} {'truth':>6} {'muscat':>8} {'':>3} {'multifeat.':>10}", *rows, sep="\n")
+    print(f"\n{'piece':24} {'truth':>6} {'muscat':>8} {'':>3} {'conf.':>5} {'multifeat.':>10} {'':>3} {'conf.':>5}",
+          *rows, sep="\n")
+    print(f"beat_confidence (degara + TempoTapDegara): median {np.median(confidences):.2f}")
+    assert np.median(confidences) >= 3.0  # drums with a steady pulse: the trackers agree
     for name, (a1, a2) in score.items():
         print(f"{name:10} accuracy1 {a1:.1%}  accuracy2 {a2:.1%}  ({len(TEMPO_SET)} pieces)")
     assert score["muscat"][0] >= 0.9
@@ -61,6 +67,18 @@ def test_mirex_key_score_on_the_24_keys(tmp_path, extractors):
           f"({len(KEY_SET)} pieces: 12 tonics x major/minor, 4 timbres, inversions)")
     assert len({(p.tonic, p.scale) for p in KEY_SET}) == 24
     assert np.mean(ours) >= 0.9 and np.mean(ours) >= np.mean(theirs)
+
+
+def test_beat_confidence_is_low_without_a_pulse(tmp_path, extractors):
+    rng = np.random.default_rng(5)
+    clicks = np.zeros((44100 * 20, 1), np.float32)
+    for at in rng.uniform(0, 19.9, 80):  # 80 clicks at random times: onsets, but no pulse
+        a = int(at * 44100)
+        clicks[a : a + 200, 0] += 0.5 * rng.standard_normal(200) * np.exp(-np.arange(200) / 40)
+    for name, samples in [("white_noise.flac", white_noise(20)), ("random_clicks.flac", clicks)]:
+        values = extractors["rhythm"].run(decode.decode(str(write(tmp_path / name, samples)))).values
+        print(f"{name}: beat_confidence {values['beat_confidence']:.2f}")
+        assert 0 <= values["beat_confidence"] < 1.0, name
 
 
 @pytest.mark.parametrize("name,samples,reason", [
