@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import tags, walker
-from .config import Settings
-from .database import utc_now
-from .identity import head_tail_hash
+# Only what a no-change rescan needs is imported here (it opens no catalogue: see
+# catalog/scan_state.py); tags, identity hashing and the database come when used.
+from . import scan_state, walker
+from .clock import utc_now
 
 if TYPE_CHECKING:
     import duckdb
 
+    from .config import Settings
     from .database import Database
 
 
@@ -62,6 +63,9 @@ class ScanReport:
     scanned_at: datetime | None = None
     # Absolute paths of files left out as possibly still being written.
     deferred: list[str] = field(default_factory=list)
+    # True when the walk matched the scan state and the catalogue was as the last scan left it:
+    # nothing was written and the catalogue was not opened (catalog/scan_state.py).
+    from_state: bool = False
 
     @property
     def errors(self) -> int:
@@ -105,6 +109,48 @@ def scan(
     while reading them undoes that transaction; the next scan does it again).
     """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
+    # The scan state can stand for the catalogue only for a whole, plain scan, as the CLI's.
+    stateful = recursive and defer is None and inline_tags == 0
+    state_key = scan_state.key(roots, settings) if stateful else None
+    state = scan_state.load(db.path, state_key) if state_key is not None else None
+    walks = None
+    if state is not None:
+        # The roots are all known to the catalogue (the state's scan registered them): no tags
+        # to read in the walk. Walked as a rescan would be; compared with the state's summary.
+        walks = walker.start_walk(
+            roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress,
+            processes=min(4, os.cpu_count() or 1), read_tags=[False] * len(roots),
+        ).result()
+        summary = scan_state.walk_summary(walks)
+        if summary is not None and summary == state["walk"]:
+            now = utc_now()
+            scan_state.save(db.path, state_key, summary, state["roots"], _stamp(now), state["catalogue"])
+            return ScanReport(unchanged=sum(files for files, _ in summary), scanned_at=now, from_state=True)
+    report = _scan(db, roots, settings, progress, allow_empty, recursive, defer, inline_tags, walks, state_key)
+    return report
+
+
+def _stamp(when: datetime) -> str:
+    return when.isoformat(sep=" ", timespec="seconds")
+
+
+def _scan(
+    db: Database,
+    roots: list[str],
+    settings: Settings,
+    progress: Callable[[int, int], None] | None,
+    allow_empty: bool,
+    recursive: bool,
+    defer: Callable[[bytes, os.stat_result], bool] | None,
+    inline_tags: int,
+    walks: list[walker.Walk] | None,
+    state_key: dict[str, Any] | None,
+) -> ScanReport:
+    """The normal path: walk (unless `walks` were walked already), reconcile in the catalogue,
+    read the due tags; then save the scan state (`state_key`) when all went cleanly, or remove
+    the one there is, which no longer holds."""
+    from . import tags
+
     # One walker per core, up to 4, also while this process creates a catalogue: the walkers
     # then read every file's tags, more work than creating it (with a core left to this process
     # the scan ended later); and for that, up to as many as the pool that reads tags after the
@@ -116,11 +162,14 @@ def scan(
         walkers = max(walkers, min(8, cores, settings.workers or cores))
     # The walkers read the tags of roots new to the catalogue: for a new catalogue that is known
     # now, else once the catalogue has said which roots it knows (`decide`, below).
-    walking = walker.start_walk(
-        roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
-        recursive=recursive, defer=defer,
-        read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
-    )
+    if walks is None:
+        walking = walker.start_walk(
+            roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
+            recursive=recursive, defer=defer,
+            read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
+        )
+    else:
+        walking = walker._InlineWalk(walks)
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).
@@ -133,6 +182,8 @@ def scan(
     except BaseException:  # a catalogue that is locked, Ctrl-C: the walkers' work is not wanted
         walking.abandon()
         raise
+    if state_key is not None:
+        scan_state.discard(db.path)  # from here on it does not hold, whatever happens
     with db.write() as con:
         reconcile = _Reconcile(con, allow_empty)
         report = reconcile.run(walks)
@@ -140,9 +191,14 @@ def scan(
         if 0 < len(untagged) <= inline_tags:
             tags.update_in(con, untagged, on_problem=lambda path, reason: report.problems.append((path, reason)))
             untagged = []
+        scanned_roots = reconcile.scanned_roots()
+    written = len(untagged)
     if untagged:
-        tags.update(db, untagged, workers=settings.workers,
-                    on_problem=lambda path, reason: report.problems.append((path, reason)))
+        written = tags.update(db, untagged, workers=settings.workers,
+                              on_problem=lambda path, reason: report.problems.append((path, reason)))
+    summary = scan_state.walk_summary(walks) if state_key is not None else None
+    if summary is not None and written == len(untagged) and not (report.problems or report.offline or report.deferred):
+        scan_state.save(db.path, state_key, summary, scanned_roots, _stamp(report.scanned_at))
     return report
 
 
@@ -229,6 +285,12 @@ class _Reconcile:
         # Tags the walkers read: (seen_id of the folder's first file, tags.Block), and as Arrow.
         self.walk_tags: list[tuple[int, Any]] = []
         self.walk_tag_rows: Any = None
+
+    def scanned_roots(self) -> list[str]:
+        """The registered roots this reconciliation stamped as scanned."""
+        ids = sorted({root_id for root_id, _ in self.scanned})
+        return [path for (path,) in self.con.execute(
+            "SELECT path FROM roots WHERE list_contains(?, root_id) ORDER BY path", [ids]).fetchall()]
 
     def run(self, walks: list[walker.Walk]) -> ScanReport:
         for walk in walks:
@@ -355,6 +417,7 @@ class _Reconcile:
         every file through here. Where the walkers read tags, `tags_read` says whose they read
         (all but those gone first) and `tags_error` their problem.
         """
+        from . import tags
         import pyarrow as pa
 
         names_of = ["root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode"]
@@ -408,6 +471,7 @@ class _Reconcile:
         return self.changed[self.seen_folder[seen_id]].dir_abs + b"/" + self.seen_names[seen_id]
 
     def _diff_files(self) -> None:
+        from . import tags
         import pyarrow as pa
 
         con = self.con
@@ -545,6 +609,7 @@ class _Reconcile:
         """The tags the walkers read, as `walk_tags_arrow` (id, key, ordinal, value), id being
         seen_id, and `walk_first` (id, the library's tag columns) for the new rows. Returns
         whether any file had tags."""
+        from . import tags
         self.walk_tag_rows = tags.block_tables(self.walk_tags)
         self.con.register("walk_tags_arrow", self.walk_tag_rows)
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE walk_first AS {tags.first_values('walk_tags_arrow')}")
@@ -556,6 +621,7 @@ class _Reconcile:
         (changed, or never read) and the stat is still the one the walk saw. All count as read
         at the scan's time, since the files' last change; tag problems are scan problems
         (see _record_problems)."""
+        from . import tags
         con = self.con
         new = "s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
         con.execute(
@@ -597,6 +663,7 @@ class _Reconcile:
 
         Returns (seen_id, file_id, head_tail_hash computed for it or None), one-to-one.
         """
+        from .identity import head_tail_hash
         con = self.con
         by_inode = con.execute(
             """
@@ -648,6 +715,7 @@ class _Reconcile:
         Tag problems are found only when a file's tags are read, not by every scan: those of
         files whose tags are current come back from `files.tags_error`, so that they stay
         until the file changes (its tags are then read again, after this)."""
+        from . import tags
         for root_id, prefix in self.scanned:
             root_path = self.con.execute("SELECT path FROM roots WHERE root_id = ?", [root_id]).fetchone()[0]
             top = _join(root_path.rstrip("/"), prefix) if prefix else root_path.rstrip("/")
