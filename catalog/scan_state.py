@@ -39,13 +39,19 @@ This module must stay light: it is what a no-change rescan imports besides the w
 
 from __future__ import annotations
 
-import hashlib
+try:  # blake2b without hashlib, which loads OpenSSL: a no-change rescan's start-up counts
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without the module
+    from hashlib import blake2b
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .config import Settings
     from .walker import Walk
 
@@ -53,6 +59,14 @@ FORMAT = 1
 # DuckDB's main file header and its two alternating database headers.
 HEADER_BYTES = 3 * 4096
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "schema" / "migrations"
+
+
+def stamp(when: datetime | None = None) -> str:
+    """A time as `muscat status` shows it (UTC, to the second); now by default, without
+    importing datetime (a no-change rescan does not otherwise need it)."""
+    if when is not None:
+        return when.isoformat(sep=" ", timespec="seconds")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
 
 
 def state_path(db_path: Path) -> Path:
@@ -80,7 +94,7 @@ def catalogue_identity(db_path: Path) -> list[Any] | None:
     except OSError:
         return None
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            hashlib.blake2b(head, digest_size=16).hexdigest(), wal]
+            blake2b(head, digest_size=16).hexdigest(), wal]
 
 
 def key(roots: Sequence[str], settings: Settings) -> dict[str, Any]:
@@ -108,7 +122,7 @@ def walk_summary(walks: Sequence[Walk]) -> list[list[Any]] | None:
     for walk in walks:
         if walk.offline_reason is not None or walk.problems or walk.unreadable or walk.deferred:
             return None
-        h = hashlib.blake2b(digest_size=16)
+        h = blake2b(digest_size=16)
         files = 0
         for listing in sorted(walk.listings, key=lambda x: x.dir):
             h.update(b"%d %d %d\0%s\0" % (len(listing.dir), listing.fingerprint, listing.count, listing.dir))
