@@ -411,7 +411,8 @@ def main() -> None:
             global BEFORE
             code = work / "before"
             commit = export(args.before, code)
-            BEFORE = (commit, [sys.executable, "-c", MUSCAT_MAIN], {**os.environ, "PYTHONPATH": str(code)})
+            # -P: `python -c` would put the current folder (this checkout) before PYTHONPATH.
+            BEFORE = (commit, [sys.executable, "-P", "-c", MUSCAT_MAIN], {**os.environ, "PYTHONPATH": str(code)})
         if "tree" in parts:
             run_tree(work, args)
         if "library" in parts:

@@ -170,7 +170,7 @@ def _scan(
             read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
         )
     else:
-        walking = walker._InlineWalk(walks)
+        walking = walker.InlineWalk(walks)
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).

@@ -353,7 +353,9 @@ class BackgroundWalk:
             os.waitpid(pid, 0)
 
 
-class _InlineWalk:
+class InlineWalk:
+    """Walks done in this process (or already done), with BackgroundWalk's interface."""
+
     def __init__(self, walks: list[Walk]) -> None:
         self._walks = walks
 
@@ -403,7 +405,7 @@ def start_walk(
     recursive: bool = True,
     defer: Callable[[bytes, os.stat_result], bool] | None = None,
     read_tags: Sequence[bool] | None = None,
-) -> BackgroundWalk | _InlineWalk:
+) -> BackgroundWalk | InlineWalk:
     """Walk `roots` in forked children (`processes`, else one per core up to 4), or in this
     process.
 
@@ -422,7 +424,7 @@ def start_walk(
     if (not hasattr(os, "fork") or "duckdb" in sys.modules or "torch" in sys.modules
             or not recursive or defer is not None):
         top = None if recursive else set()
-        return _InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
+        return InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
     n = processes or max(1, min(4, os.cpu_count() or 1))
     tops = [_top_folders(r) for r in roots]
     counts = _SharedCounts(n)
