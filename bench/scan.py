@@ -28,28 +28,57 @@ beets is read or written, and it needs no network. Targets (issue 12): beets imp
 muscat's cold scan, beet update at least 10x muscat's rescan. It checks that beets holds every
 file (`beet ls`) and, once muscat reads tags, that muscat does (`library.artist`).
 
+With --before REV, muscat's scans are also timed at that commit (exported with `git archive`
+and run with this environment's packages, as bench/executor.py does), alternating with this
+tree's on the same files, so that a change is measured against what it changes under the same
+load. Each figure also has its CPU seconds (user + system, the walker processes included): the
+steadier one on a shared machine.
+
 beets is in the bench-only dependency group:
 
     uv run --group bench python bench/scan.py [--parts tree,library] [--files 100000]
         [--folders 1000] [--repeat 5] [--tagged 2000] [--albums 40] [--tagged-repeat 5]
+        [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import io
 import os
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 MUSCAT = Path(sys.executable).parent / "muscat"
 BEET = Path(sys.executable).parent / "beet"
+REPO = Path(__file__).resolve().parent.parent
+MUSCAT_MAIN = "import sys; from cli import main; sys.exit(main())"
+# Set by --before: (short commit, the command that runs muscat at it, its environment).
+BEFORE: tuple[str, list[str], dict[str, str]] | None = None
+
+
+def export(rev: str, into: Path) -> str:
+    """The tree of `rev` under `into`; returns the commit it names."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return commit
+
+
+def remove_catalogue(db: Path) -> None:
+    for suffix in ("", ".wal", ".scan-state"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
 
 
 def build_tree(root: Path, files: int, folders: int) -> None:
@@ -63,8 +92,9 @@ def build_tree(root: Path, files: int, folders: int) -> None:
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None,
-          output_lines: list[str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS in bytes of one process (and the children it waited for).
+          output_lines: list[str] | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS in bytes and CPU seconds of one process (and the children it
+    waited for).
 
     When `output_lines` is given, what the process printed (stdout and stderr) is appended to it;
     otherwise stdout is discarded.
@@ -85,7 +115,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None,
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}): {text}")
     if output_lines is not None:
         output_lines.extend(line for line in text.splitlines() if line.strip())
-    return elapsed, usage.ru_maxrss * 1024
+    return elapsed, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def machine_line() -> str:
@@ -102,30 +132,43 @@ def run_tree(work: Path, args: argparse.Namespace) -> None:
     scan_cmd = [str(MUSCAT), "--db", str(db), "scan", str(tree)]
     timed(find_cmd)  # warm the page cache for everyone alike
 
-    results: dict[str, list[tuple[float, int]]] = {"find": [], "cold": [], "rescan": []}
+    results: dict[str, list[tuple[float, int, float]]] = {"find": [], "cold": [], "rescan": []}
+    if BEFORE is not None:
+        results.update({f"cold@{BEFORE[0]}": [], f"rescan@{BEFORE[0]}": []})
     for _ in range(args.repeat):
         results["find"].append(timed(find_cmd))
-        for suffix in ("", ".wal"):
-            Path(str(db) + suffix).unlink(missing_ok=True)
+        remove_catalogue(db)
         results["cold"].append(timed(scan_cmd))
         results["rescan"].append(timed(scan_cmd))
+        if BEFORE is not None:
+            remove_catalogue(db)
+            before_cmd = BEFORE[1] + ["--db", str(db), "scan", str(tree)]
+            results[f"cold@{BEFORE[0]}"].append(timed(before_cmd, BEFORE[2]))
+            results[f"rescan@{BEFORE[0]}"].append(timed(before_cmd, BEFORE[2]))
 
-    find_s = statistics.median(t for t, _ in results["find"])
+    find_s = statistics.median(t for t, _, _ in results["find"])
+    find_cpu = statistics.median(c for _, _, c in results["find"])
     print()
     print(machine_line())
-    print(f"tree:    {args.files:,} files in {args.folders:,} folders; median of {args.repeat} runs\n")
-    print(f"{'':8} {'seconds':>8} {'x find':>7} {'peak MB':>8}  target")
+    print(f"tree:    {args.files:,} files in {args.folders:,} folders; median of {args.repeat} runs; {load_line()}\n")
+    print(f"{'':14} {'seconds':>8} {'x find':>7} {'CPU s':>7} {'x find':>7} {'peak MB':>8}  target")
     targets = {"find": None, "cold": 6.0, "rescan": 3.0}
     for name, runs in results.items():
-        seconds = statistics.median(t for t, _ in runs)
-        peak = max(m for _, m in runs) / 2**20
+        seconds = statistics.median(t for t, _, _ in runs)
+        cpu = statistics.median(c for _, _, c in runs)
+        peak = max(m for _, m, _ in runs) / 2**20
         ratio = seconds / find_s
-        target = targets[name]
+        target = targets.get(name)
         verdict = "" if target is None else f"<= {target:.0f}x {'ok' if ratio <= target else 'MISSED'}"
-        if name != "find":
+        if name in ("cold", "rescan"):
             verdict += f", < 500 MB {'ok' if peak < 500 else 'MISSED'}"
-        print(f"{name:8} {seconds:8.3f} {ratio:7.2f} {peak:8.0f}  {verdict}")
+        print(f"{name:14} {seconds:8.3f} {ratio:7.2f} {cpu:7.3f} {cpu / find_cpu:7.2f} {peak:8.0f}  {verdict}")
     print()
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 # --- part 2: a tagged library, muscat against beets ---------------------------------------
@@ -288,13 +331,21 @@ def run_library(work: Path, args: argparse.Namespace) -> None:
     beets_output: list[str] = []
 
     version_cmds = {"muscat start-up": [str(MUSCAT), "--version"], "beets start-up": [str(BEET), "version"]}
-    results: dict[str, list[tuple[float, int]]] = {k: [] for k in ("muscat cold", "muscat rescan", "beets import",
-                                                                   "beets update", *version_cmds)}
+    names = ["muscat cold", "muscat rescan", "beets import", "beets update", *version_cmds]
+    if BEFORE is not None:
+        names[2:2] = [f"cold@{BEFORE[0]}", f"rescan@{BEFORE[0]}"]
+    results: dict[str, list[tuple[float, int, float]]] = {k: [] for k in names}
     for run in range(args.tagged_repeat):
-        for suffix in ("", ".wal"):
-            Path(str(db) + suffix).unlink(missing_ok=True)
+        remove_catalogue(db)
         results["muscat cold"].append(timed(cold_cmd))
         results["muscat rescan"].append(timed(cold_cmd))
+        if BEFORE is not None:
+            remove_catalogue(db)
+            before_cmd = BEFORE[1] + ["--db", str(db), "scan", str(lib)]
+            results[f"cold@{BEFORE[0]}"].append(timed(before_cmd, BEFORE[2]))
+            results[f"rescan@{BEFORE[0]}"].append(timed(before_cmd, BEFORE[2]))
+            remove_catalogue(db)  # the library check below reads this tree's catalogue
+            timed(cold_cmd)
         for old in beets_db.parent.glob("library.db*"):
             old.unlink()
         results["beets import"].append(timed(import_cmd, env, beets_output))
@@ -308,14 +359,15 @@ def run_library(work: Path, args: argparse.Namespace) -> None:
     albums = capture([str(BEET), "ls", "-a"], env)
     beets_albums = len(albums.stdout.splitlines()) if albums.returncode == 0 else -1
 
-    median = {k: statistics.median(t for t, _ in v) for k, v in results.items()}
+    median = {k: statistics.median(t for t, _, _ in v) for k, v in results.items()}
     print()
     print(machine_line())
     print(f"library: {args.tagged:,} tagged files ({', '.join(f'{n:,} {e}' for e, n in sorted(counts.items()))}) "
-          f"in {args.albums} folders; median of {args.tagged_repeat} runs, processes, warm cache\n")
-    print(f"{'':16} {'seconds':>8} {'peak MB':>8}")
+          f"in {args.albums} folders; median of {args.tagged_repeat} runs, processes, warm cache; {load_line()}\n")
+    print(f"{'':16} {'seconds':>8} {'CPU s':>7} {'peak MB':>8}")
     for name, runs in results.items():
-        print(f"{name:16} {median[name]:8.3f} {max(m for _, m in runs) / 2**20:8.0f}")
+        cpu = statistics.median(c for _, _, c in runs)
+        print(f"{name:16} {median[name]:8.3f} {cpu:7.3f} {max(m for _, m, _ in runs) / 2**20:8.0f}")
     print()
     cold_ratio = median["beets import"] / median["muscat cold"]
     rescan_ratio = median["beets update"] / median["muscat rescan"]
@@ -347,6 +399,7 @@ def main() -> None:
     parser.add_argument("--tagged", type=int, default=2_000)
     parser.add_argument("--albums", type=int, default=40)
     parser.add_argument("--tagged-repeat", type=int, default=5)
+    parser.add_argument("--before", metavar="REV", help="also time muscat's scans at this commit, alternating")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts or parts - {"tree", "library"}:
@@ -354,6 +407,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="muscat-bench-"))
     try:
+        if args.before:
+            global BEFORE
+            code = work / "before"
+            commit = export(args.before, code)
+            # -P: `python -c` would put the current folder (this checkout) before PYTHONPATH.
+            BEFORE = (commit, [sys.executable, "-P", "-c", MUSCAT_MAIN], {**os.environ, "PYTHONPATH": str(code)})
         if "tree" in parts:
             run_tree(work, args)
         if "library" in parts:

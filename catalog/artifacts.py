@@ -8,12 +8,13 @@ a half file that counts (what a kill leaves behind, `muscat gc` removes: catalog
 from __future__ import annotations
 
 import os
-import unicodedata
 from pathlib import Path
 
 
 def track_folder(artifacts_dir: str, group: str, source_path: str, audio_id: str) -> Path:
     """`<artifacts_dir>/<group>/<name>-<audio id>`, safely named after the source file."""
+    import unicodedata  # not at import: the scan state's atomic write needs none of it
+
     stem = unicodedata.normalize("NFC", os.path.splitext(os.path.basename(source_path))[0])
     safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in stem).lstrip(". ") or "track"
     safe = safe.encode("utf-8")[:80].decode("utf-8", "ignore")

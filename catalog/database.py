@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import migrations
 from .clock import utc_now  # noqa: F401  (the catalogue's clock; long imported from here)
 from .errors import CatalogLocked, DatabaseError
 
@@ -119,6 +118,10 @@ class Database:
         self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"), patience)
         con.execute(f"USE {ALIAS}")
         if not self._migrated:
+            # Imported when a catalogue is opened, not with this module: a no-change rescan
+            # never opens it (catalog/scan_state.py), and migrations bring shutil and more.
+            from . import migrations
+
             try:
                 migrations.upgrade(self, con)
             except BaseException:
@@ -194,6 +197,8 @@ class Database:
         if self._migrated:
             return
         try:
+            from . import migrations
+
             reader.execute(f"USE {ALIAS}")
             older = migrations.needs_upgrade(self, reader)
             reader.execute("USE memory")

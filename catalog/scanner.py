@@ -32,17 +32,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import tags, walker
-from .config import Settings
-from .database import utc_now
-from .identity import head_tail_hash
+# Only what a no-change rescan needs is imported here (it opens no catalogue: see
+# catalog/scan_state.py); tags, identity hashing, the clock and the database come when used.
+from . import scan_state, walker
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import duckdb
 
+    from .config import Settings
     from .database import Database
 
 
@@ -58,10 +59,13 @@ class ScanReport:
     # (root, reason) for roots left alone because they look offline.
     offline: list[tuple[str, str]] = field(default_factory=list)
     # When the scan wrote: files it added or changed (moved with a new stat) have `changed_at`
-    # equal to it.
+    # equal to it. None when it wrote nothing (from_state).
     scanned_at: datetime | None = None
     # Absolute paths of files left out as possibly still being written.
     deferred: list[str] = field(default_factory=list)
+    # True when the walk matched the scan state and the catalogue was as the last scan left it:
+    # nothing was written and the catalogue was not opened (catalog/scan_state.py).
+    from_state: bool = False
 
     @property
     def errors(self) -> int:
@@ -82,6 +86,10 @@ def normalise_root(path: str | os.PathLike[str]) -> str:
     """Absolute, without `..` or a trailing slash; symlinks are kept as the user named them
     (and the same folder reached by another name is recognised: see _Reconcile._locate)."""
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+# Below this many files (as the scan state counts them) a no-change rescan walks in this process.
+INLINE_WALK_FILES = 5_000
 
 
 def scan(
@@ -105,6 +113,45 @@ def scan(
     while reading them undoes that transaction; the next scan does it again).
     """
     roots = list(dict.fromkeys(normalise_root(p) for p in paths))
+    # The scan state can stand for the catalogue only for a whole, plain scan, as the CLI's.
+    stateful = recursive and defer is None and inline_tags == 0
+    state_key = scan_state.key(roots, settings) if stateful else None
+    state = scan_state.load(db.path, state_key) if state_key is not None else None
+    walks = None
+    if state is not None:
+        # The roots are all known to the catalogue (the state's scan registered them): no tags
+        # to read in the walk. Walked as a rescan would be, in this process when the library is
+        # small (forking walkers costs more than they save there); compared with the state.
+        skip = [str(settings.artifacts_dir)]
+        if sum(files for files, _ in state["walk"]) < INLINE_WALK_FILES:
+            walks = [walker.walk(r, settings.audio_extensions, skip, progress) for r in roots]
+        else:
+            walks = walker.start_walk(roots, settings.audio_extensions, skip, progress,
+                                      processes=min(4, os.cpu_count() or 1), read_tags=[False] * len(roots)).result()
+        summary = scan_state.walk_summary(walks)
+        if summary is not None and summary == state["walk"]:
+            scan_state.save(db.path, state_key, summary, state["roots"], scan_state.stamp(), state["catalogue"])
+            return ScanReport(unchanged=sum(files for files, _ in summary), from_state=True)
+    return _scan(db, roots, settings, progress, allow_empty, recursive, defer, inline_tags, walks, state_key)
+
+
+def _scan(
+    db: Database,
+    roots: list[str],
+    settings: Settings,
+    progress: Callable[[int, int], None] | None,
+    allow_empty: bool,
+    recursive: bool,
+    defer: Callable[[bytes, os.stat_result], bool] | None,
+    inline_tags: int,
+    walks: list[walker.Walk] | None,
+    state_key: dict[str, Any] | None,
+) -> ScanReport:
+    """The normal path: walk (unless `walks` were walked already), reconcile in the catalogue,
+    read the due tags; then save the scan state (`state_key`) when all went cleanly, or remove
+    the one there is, which no longer holds."""
+    from . import tags
+
     # One walker per core, up to 4, also while this process creates a catalogue: the walkers
     # then read every file's tags, more work than creating it (with a core left to this process
     # the scan ended later); and for that, up to as many as the pool that reads tags after the
@@ -116,11 +163,14 @@ def scan(
         walkers = max(walkers, min(8, cores, settings.workers or cores))
     # The walkers read the tags of roots new to the catalogue: for a new catalogue that is known
     # now, else once the catalogue has said which roots it knows (`decide`, below).
-    walking = walker.start_walk(
-        roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
-        recursive=recursive, defer=defer,
-        read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
-    )
+    if walks is None:
+        walking = walker.start_walk(
+            roots, settings.audio_extensions, [str(settings.artifacts_dir)], progress, processes=walkers,
+            recursive=recursive, defer=defer,
+            read_tags=[not _inside(r, [o for o in roots if o != r]) for r in roots] if created else None,
+        )
+    else:
+        walking = walker.InlineWalk(walks)
     # While the child walks: load duckdb, create or upgrade the catalogue, and load pyarrow when
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).
@@ -133,6 +183,8 @@ def scan(
     except BaseException:  # a catalogue that is locked, Ctrl-C: the walkers' work is not wanted
         walking.abandon()
         raise
+    if state_key is not None:
+        scan_state.discard(db.path)  # from here on it does not hold, whatever happens
     with db.write() as con:
         reconcile = _Reconcile(con, allow_empty)
         report = reconcile.run(walks)
@@ -140,9 +192,14 @@ def scan(
         if 0 < len(untagged) <= inline_tags:
             tags.update_in(con, untagged, on_problem=lambda path, reason: report.problems.append((path, reason)))
             untagged = []
+        scanned_roots = reconcile.scanned_roots()
+    written = len(untagged)
     if untagged:
-        tags.update(db, untagged, workers=settings.workers,
-                    on_problem=lambda path, reason: report.problems.append((path, reason)))
+        written = tags.update(db, untagged, workers=settings.workers,
+                              on_problem=lambda path, reason: report.problems.append((path, reason)))
+    summary = scan_state.walk_summary(walks) if state_key is not None else None
+    if summary is not None and written == len(untagged) and not (report.problems or report.offline or report.deferred):
+        scan_state.save(db.path, state_key, summary, scanned_roots, scan_state.stamp(report.scanned_at))
     return report
 
 
@@ -213,6 +270,8 @@ class _Reconcile:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, allow_empty: bool = False) -> None:
+        from .clock import utc_now
+
         self.con = con
         self.allow_empty = allow_empty
         self.now = utc_now()
@@ -229,6 +288,12 @@ class _Reconcile:
         # Tags the walkers read: (seen_id of the folder's first file, tags.Block), and as Arrow.
         self.walk_tags: list[tuple[int, Any]] = []
         self.walk_tag_rows: Any = None
+
+    def scanned_roots(self) -> list[str]:
+        """The registered roots this reconciliation stamped as scanned."""
+        ids = sorted({root_id for root_id, _ in self.scanned})
+        return [path for (path,) in self.con.execute(
+            "SELECT path FROM roots WHERE list_contains(?, root_id) ORDER BY path", [ids]).fetchall()]
 
     def run(self, walks: list[walker.Walk]) -> ScanReport:
         for walk in walks:
@@ -351,29 +416,42 @@ class _Reconcile:
     def _seen_table(self) -> Any:
         """The files of changed folders as an Arrow table, one row per file, `seen_id` first.
 
-        Built column-wise with C-level list operations: a first scan of a large library passes
-        every file through here. Where the walkers read tags, `tags_read` says whose they read
-        (all but those gone first) and `tags_error` their problem.
+        Built column-wise with C-level list operations and from buffers (catalog/columns.py):
+        a first scan of a large library passes every file through here. Where the walkers read
+        tags, `tags_read` says whose they read (all but those gone first) and `tags_error` their
+        problem.
         """
+        from array import array
+
         import pyarrow as pa
 
-        names_of = ["root_id", "dir", "name", "raw_path", "size", "mtime_ns", "dev", "inode"]
+        from . import columns, tags
+
         walked_tags = any(folder.listing.tags is not None for folder in self.changed)
-        columns: dict[str, list[Any]] = {k: [] for k in names_of + ["tags_read", "tags_error"] * walked_tags}
+        root_ids = array("i")
+        dirs: list[bytes] = []
+        names: list[bytes] = []  # display text, as UTF-8
+        raw: list[bytes | None] = []
+        sizes: list[int] = []
+        mtimes: list[int] = []
+        devs: list[int] = []
+        inodes: list[int] = []
+        tags_read: list[bool] = []
+        tags_error: list[str | None] = []
         for index, folder in enumerate(self.changed):
             listed = folder.listing.columns()
             names_b = listed.names
             n = len(names_b)
             try:
-                names = b"\0".join(names_b).decode("utf-8").split("\0")
-                all_utf8 = folder.dir_ok
+                b"\0".join(names_b).decode("utf-8")
+                shown, all_utf8 = names_b, folder.dir_ok
             except UnicodeDecodeError:
-                names = [_decode(name_b)[0] for name_b in names_b]
+                shown = [_decode(name_b)[0].encode("utf-8") for name_b in names_b]
                 all_utf8 = False
             if all_utf8:
-                columns["raw_path"] += [None] * n
+                raw += [None] * n
             else:  # keep the exact bytes where the display text has \xNN escapes
-                columns["raw_path"] += [
+                raw += [
                     None if folder.dir_ok and _decode(name_b)[1]
                     else (folder.dir_raw + b"/" + name_b if folder.dir_raw else name_b)
                     for name_b in names_b
@@ -381,28 +459,35 @@ class _Reconcile:
             if folder.listing.tags is not None:
                 self.walk_tags.append((len(self.seen_names), folder.listing.tags))
                 read, problems = tags.block_files(folder.listing.tags)
-                columns["tags_read"] += read
-                columns["tags_error"] += problems
+                tags_read += read
+                tags_error += problems
             elif walked_tags:
-                columns["tags_read"] += [False] * n
-                columns["tags_error"] += [None] * n
-            columns["root_id"] += [folder.root_id] * n
-            columns["dir"] += [folder.dir] * n
-            columns["name"] += names
-            columns["size"] += listed.sizes
-            columns["mtime_ns"] += listed.mtimes_ns
-            columns["dev"] += listed.devs
-            columns["inode"] += listed.inodes
+                tags_read += [False] * n
+                tags_error += [None] * n
+            root_ids.extend([folder.root_id] * n)
+            dirs += [folder.dir.encode("utf-8")] * n
+            names += shown
+            sizes += listed.sizes
+            mtimes += listed.mtimes_ns
+            devs += listed.devs
+            inodes += listed.inodes
             self.seen_folder += [index] * n
             self.seen_names += names_b
-        types = {
-            "root_id": pa.int32(), "dir": pa.string(), "name": pa.string(), "raw_path": pa.binary(),
-            "size": pa.uint64(), "mtime_ns": pa.int64(), "dev": pa.uint64(), "inode": pa.uint64(),
-            "tags_read": pa.bool_(), "tags_error": pa.string(),
+        table = {
+            "seen_id": columns.ints(range(len(names))),
+            "root_id": columns.ints(root_ids, pa.int32()),
+            "dir": columns.texts_from(dirs),
+            "name": columns.texts_from(names),
+            "raw_path": columns.texts(raw, pa.binary()),
+            "size": columns.ints(sizes, pa.uint64()),
+            "mtime_ns": columns.ints(mtimes),
+            "dev": columns.ints(devs, pa.uint64()),
+            "inode": columns.ints(inodes, pa.uint64()),
         }
-        arrays = {"seen_id": pa.array(range(len(columns["name"])), pa.int64())}
-        arrays.update({k: pa.array(v, types[k]) for k, v in columns.items()})
-        return pa.table(arrays)
+        if walked_tags:
+            table["tags_read"] = columns.bools(tags_read)
+            table["tags_error"] = columns.texts(tags_error)
+        return pa.table(table)
 
     def _seen_path(self, seen_id: int) -> bytes:
         return self.changed[self.seen_folder[seen_id]].dir_abs + b"/" + self.seen_names[seen_id]
@@ -410,11 +495,14 @@ class _Reconcile:
     def _diff_files(self) -> None:
         import pyarrow as pa
 
+        from . import tags
+        from .columns import ints, texts
+
         con = self.con
         folders = [(f.root_id, f.dir) for f in self.changed] + self.gone_dirs
         con.register("changed_dirs_arrow", pa.table({
-            "root_id": pa.array([r for r, _ in folders], pa.int32()),
-            "dir": pa.array([d for _, d in folders], pa.string()),
+            "root_id": ints([r for r, _ in folders], pa.int32()),
+            "dir": texts([d for _, d in folders]),
         }))
         con.register("seen_arrow", self._seen_table())
         # Each file found in a changed folder, with the row it already has at that path (if any).
@@ -431,8 +519,8 @@ class _Reconcile:
         # Files present in a changed folder before, and not found there now (a file still being
         # written was left out of the listing, but is not gone).
         con.register("deferred_arrow", pa.table({
-            "root_id": pa.array([r for r, _ in self.deferred], pa.int32()),
-            "relpath": pa.array([p for _, p in self.deferred], pa.string()),
+            "root_id": ints([r for r, _ in self.deferred], pa.int32()),
+            "relpath": texts([p for _, p in self.deferred]),
         }))
         con.execute(
             """
@@ -453,9 +541,9 @@ class _Reconcile:
         ).fetchone()
         moves = self._match_moves()
         con.register("moves_arrow", pa.table({
-            "seen_id": pa.array([m[0] for m in moves], pa.int64()),
-            "file_id": pa.array([m[1] for m in moves], pa.int64()),
-            "head_tail_hash": pa.array([m[2] for m in moves], pa.string()),
+            "seen_id": ints([m[0] for m in moves]),
+            "file_id": ints([m[1] for m in moves]),
+            "head_tail_hash": texts([m[2] for m in moves]),
         }))
         added = con.execute(
             "SELECT count(*) FROM seen WHERE file_id IS NULL AND seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
@@ -528,10 +616,10 @@ class _Reconcile:
         )
         con.execute("DELETE FROM dirs USING changed_dirs_arrow c WHERE dirs.root_id = c.root_id AND dirs.dir = c.dir")
         con.register("new_dirs_arrow", pa.table({
-            "root_id": pa.array([f.root_id for f in self.changed], pa.int32()),
-            "dir": pa.array([f.dir for f in self.changed], pa.string()),
-            "fingerprint": pa.array([f.listing.fingerprint for f in self.changed], pa.int64()),
-            "files": pa.array([f.listing.count for f in self.changed], pa.int32()),
+            "root_id": ints([f.root_id for f in self.changed], pa.int32()),
+            "dir": texts([f.dir for f in self.changed]),
+            "fingerprint": ints([f.listing.fingerprint for f in self.changed]),
+            "files": ints([f.listing.count for f in self.changed], pa.int32()),
         }))
         con.execute("INSERT INTO dirs SELECT root_id, dir, fingerprint, files FROM new_dirs_arrow")
         if self.walk_tags:
@@ -545,6 +633,7 @@ class _Reconcile:
         """The tags the walkers read, as `walk_tags_arrow` (id, key, ordinal, value), id being
         seen_id, and `walk_first` (id, the library's tag columns) for the new rows. Returns
         whether any file had tags."""
+        from . import tags
         self.walk_tag_rows = tags.block_tables(self.walk_tags)
         self.con.register("walk_tags_arrow", self.walk_tag_rows)
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE walk_first AS {tags.first_values('walk_tags_arrow')}")
@@ -556,6 +645,7 @@ class _Reconcile:
         (changed, or never read) and the stat is still the one the walk saw. All count as read
         at the scan's time, since the files' last change; tag problems are scan problems
         (see _record_problems)."""
+        from . import tags
         con = self.con
         new = "s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
         con.execute(
@@ -597,6 +687,7 @@ class _Reconcile:
 
         Returns (seen_id, file_id, head_tail_hash computed for it or None), one-to-one.
         """
+        from .identity import head_tail_hash
         con = self.con
         by_inode = con.execute(
             """
@@ -648,6 +739,7 @@ class _Reconcile:
         Tag problems are found only when a file's tags are read, not by every scan: those of
         files whose tags are current come back from `files.tags_error`, so that they stay
         until the file changes (its tags are then read again, after this)."""
+        from . import tags
         for root_id, prefix in self.scanned:
             root_path = self.con.execute("SELECT path FROM roots WHERE root_id = ?", [root_id]).fetchone()[0]
             top = _join(root_path.rstrip("/"), prefix) if prefix else root_path.rstrip("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .extractor_state import sync_extractors
+from .scan_state import last_checked
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -57,6 +58,12 @@ def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
                 """
             ).fetchall()
         }
+    # A rescan that found nothing changed did not write the catalogue; the scan state holds
+    # when it looked (catalog/scan_state.py).
+    for root, checked in last_checked(db.path).items():
+        for row in roots:
+            if row["path"] == root and (row["last_scan_at"] is None or checked > row["last_scan_at"]):
+                row["last_scan_at"] = checked
     return {
         "files": {"present": present, "missing": missing},
         "audio": audio,

@@ -102,12 +102,13 @@ class Vanished(Exception):
 _OPEN = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
-def read(path: bytes | str) -> tuple[Pairs, str | None]:
-    """The tags of one file as (key, value) pairs, and a problem with them (or None).
+def read(path: bytes | str, dir_fd: int | None = None) -> tuple[Pairs, str | None]:
+    """The tags of one file as (key, value) pairs, and a problem with them (or None); `path`
+    relative to the open folder `dir_fd` when given.
 
     Raises Vanished when the file no longer exists."""
     try:
-        fd = os.open(path, _OPEN)
+        fd = os.open(path, _OPEN, dir_fd=dir_fd)
     except FileNotFoundError:
         raise Vanished(os.fsdecode(path)) from None
     except OSError as exc:
@@ -160,7 +161,24 @@ class Block:
 
 
 def read_block(folder: bytes, names: list[bytes]) -> Block:
-    """read() for each file of one folder (absolute path, exact bytes), packed as a Block."""
+    """read() for each file of one folder (absolute path, exact bytes), packed as a Block.
+
+    Each file is opened relative to the open folder: the kernel then looks up one name per file
+    instead of the whole path (a fifth of the cost of reading 100,000 small files)."""
+    try:
+        dir_fd = os.open(folder or b".", _OPEN | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:  # the folder is gone, and its files with it
+        return Block(len(names), vanished=tuple(range(len(names))))
+    except OSError:
+        dir_fd = None  # each file then says why it cannot be read
+    try:
+        return _read_block(folder, names, dir_fd)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
     from array import array
 
     counts = array("I")
@@ -171,10 +189,10 @@ def read_block(folder: bytes, names: list[bytes]) -> Block:
     key_end = value_end = 0
     errors: dict[int, str] = {}
     vanished: list[int] = []
-    prefix = folder + b"/" if folder else b""
+    prefix = folder + b"/" if folder and dir_fd is None else b""
     for index, name in enumerate(names):
         try:
-            pairs, problem = read(prefix + name)
+            pairs, problem = read(prefix + name, dir_fd)
         except Vanished:
             vanished.append(index)
             counts.append(0)
@@ -241,7 +259,7 @@ def block_tables(blocks: list[tuple[int, Block]]) -> Any:
         return pa.Array.from_buffers(kind, len(numbers), [None, pa.py_buffer(numbers)])
 
     def strings(parts: list[Any]) -> Any:
-        return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+        return pa.concat_arrays(parts) if parts else pa.nulls(0, pa.string())
 
     return pa.table({
         "id": ints(ids, pa.int64()), "key": strings(keys), "ordinal": ints(ordinals, pa.int32()),

@@ -22,13 +22,12 @@ rescan the walkers read no file.
 
 from __future__ import annotations
 
-import hashlib
-import mmap
+try:  # blake2b without hashlib, which loads OpenSSL: a no-change rescan's start-up counts
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without the module
+    from hashlib import blake2b
 import os
-import pickle
-import signal
 import stat as stat_module
-import struct
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ _FIELDS_PER_RECORD = 5
 # Bytes of packed tags the walkers of one scan carry with their listings, all together (a few
 # hundred bytes a tagged file): beyond it, folders are left for the scanner to read.
 TAG_BUDGET = 64 * 2**20
+_DIR_OPEN = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Listing:
         fields = self.blob.split(b"\0")[:-1]
         step = _FIELDS_PER_RECORD
         return ListingColumns(
-            fields[0::step], *([int(v) for v in fields[i::step]] for i in range(1, step))
+            fields[0::step], *(list(map(int, fields[i::step])) for i in range(1, step))
         )
 
 
@@ -105,7 +105,7 @@ class Walk:
 
 
 def fingerprint(blob: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little", signed=True)
+    return int.from_bytes(blake2b(blob, digest_size=8).digest(), "little", signed=True)
 
 
 def pack_listing(
@@ -159,6 +159,7 @@ def walk(
             skipped.add((st.st_dev, st.st_ino))
         except OSError:
             pass
+    fsencode = os.fsencode
     seen_dirs = {(root_st.st_dev, root_st.st_ino)}
     stack: list[bytes] = [b""]
     keys = {b"": (root_st.st_dev, root_st.st_ino)}
@@ -168,8 +169,15 @@ def walk(
         rel = stack.pop()
         path = root_b + b"/" + rel if rel else root_b
         records: list[tuple[bytes, int, int, int, int]] = []
+        # Listed through an open descriptor: each entry's stat then looks up one name relative
+        # to it, not the whole path again (entries come as str, encoded back exactly below).
         try:
-            entries = os.scandir(path)
+            dir_fd = os.open(path, _DIR_OPEN)
+            try:
+                entries = os.scandir(dir_fd)
+            except BaseException:
+                os.close(dir_fd)
+                raise
         except FileNotFoundError:
             if not rel:
                 result.offline_reason = "vanished during the scan"
@@ -184,55 +192,58 @@ def walk(
             result.problems.append(Problem(rel, f"folder cannot be read: {exc.strerror}"))
             result.unreadable.append(rel)
             continue
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name[:1] == b".":
-                    continue
-                child = rel + b"/" + name if rel else name
-                try:
-                    is_dir = entry.is_dir()
-                except OSError:
-                    is_dir = False
-                if not rel and (top_folders is not None and is_dir and name not in top_folders
-                                or not root_files and not is_dir):
-                    continue  # another process's share of a split walk
-                if is_dir:
+        try:
+            with entries:
+                for entry in entries:
+                    if entry.name[:1] == ".":
+                        continue
+                    name = fsencode(entry.name)
+                    child = rel + b"/" + name if rel else name
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    if not rel and (top_folders is not None and is_dir and name not in top_folders
+                                    or not root_files and not is_dir):
+                        continue  # another process's share of a split walk
+                    if is_dir:
+                        try:
+                            st = entry.stat()
+                        except OSError as exc:
+                            result.problems.append(Problem(child, f"folder cannot be read: {exc.strerror}"))
+                            result.unreadable.append(child)
+                            continue
+                        key = (st.st_dev, st.st_ino)
+                        if key in seen_dirs:
+                            if entry.is_symlink():
+                                result.problems.append(Problem(child, "symbolic link to a folder already scanned (loop?), skipped"))
+                            continue
+                        if key in skipped:
+                            continue
+                        seen_dirs.add(key)
+                        keys[child] = key
+                        stack.append(child)
+                        continue
+                    if name.rpartition(b".")[2].lower() not in wanted:
+                        continue
                     try:
                         st = entry.stat()
-                    except OSError as exc:
-                        result.problems.append(Problem(child, f"folder cannot be read: {exc.strerror}"))
-                        result.unreadable.append(child)
-                        continue
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen_dirs:
+                    except FileNotFoundError:
                         if entry.is_symlink():
-                            result.problems.append(Problem(child, "symbolic link to a folder already scanned (loop?), skipped"))
+                            result.problems.append(Problem(child, "broken symbolic link"))
+                        # else: deleted between listing and stat; absent is the truth now.
                         continue
-                    if key in skipped:
+                    except OSError as exc:
+                        result.problems.append(Problem(child, f"cannot stat: {exc.strerror}"))
                         continue
-                    seen_dirs.add(key)
-                    keys[child] = key
-                    stack.append(child)
-                    continue
-                if name.rpartition(b".")[2].lower() not in wanted:
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    if entry.is_symlink():
-                        result.problems.append(Problem(child, "broken symbolic link"))
-                    # else: deleted between listing and stat; absent is the truth now.
-                    continue
-                except OSError as exc:
-                    result.problems.append(Problem(child, f"cannot stat: {exc.strerror}"))
-                    continue
-                if not stat_module.S_ISREG(st.st_mode):
-                    continue
-                if defer is not None and defer(entry.path, st):
-                    result.deferred.append(child)
-                    continue
-                records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
+                    if not stat_module.S_ISREG(st.st_mode):
+                        continue
+                    if defer is not None and defer(path + b"/" + name, st):
+                        result.deferred.append(child)
+                        continue
+                    records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
+        finally:
+            os.close(dir_fd)
         if records:
             result.listings.append(pack_listing(rel, records, keys.get(rel, (0, 0))))
             files_seen += len(records)
@@ -263,13 +274,21 @@ class _SharedCounts:
     """Files and folders found by each walker process, in shared memory, for one progress line."""
 
     def __init__(self, slots: int) -> None:
+        # Imported here, like pickle and signal below: a walk in this process (a no-change
+        # rescan of a small library) needs none of the forked walkers' modules.
+        import mmap
+
         self._buf = mmap.mmap(-1, 16 * slots)
         self._slots = slots
 
     def set(self, slot: int, files: int, folders: int) -> None:
+        import struct
+
         struct.pack_into("qq", self._buf, 16 * slot, files, folders)
 
     def total(self) -> tuple[int, int]:
+        import struct
+
         counts = [struct.unpack_from("qq", self._buf, 16 * i) for i in range(self._slots)]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
@@ -298,6 +317,8 @@ class BackgroundWalk:
             self._children[i] = (pid, fd, None)
 
     def result(self) -> list[Walk]:
+        import pickle
+
         self.decide([False] * len(self._roots))  # walkers still waiting read no tags
         parts: list[list[Walk]] = []
         while self._children:
@@ -318,6 +339,8 @@ class BackgroundWalk:
 
     def abandon(self) -> None:
         """Stop and collect the walkers whose result is not wanted (the scan failed)."""
+        import signal
+
         while self._children:
             pid, fd, decision = self._children.pop()
             for end in (fd, decision):
@@ -330,7 +353,9 @@ class BackgroundWalk:
             os.waitpid(pid, 0)
 
 
-class _InlineWalk:
+class InlineWalk:
+    """Walks done in this process (or already done), with BackgroundWalk's interface."""
+
     def __init__(self, walks: list[Walk]) -> None:
         self._walks = walks
 
@@ -380,7 +405,7 @@ def start_walk(
     recursive: bool = True,
     defer: Callable[[bytes, os.stat_result], bool] | None = None,
     read_tags: Sequence[bool] | None = None,
-) -> BackgroundWalk | _InlineWalk:
+) -> BackgroundWalk | InlineWalk:
     """Walk `roots` in forked children (`processes`, else one per core up to 4), or in this
     process.
 
@@ -399,7 +424,7 @@ def start_walk(
     if (not hasattr(os, "fork") or "duckdb" in sys.modules or "torch" in sys.modules
             or not recursive or defer is not None):
         top = None if recursive else set()
-        return _InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
+        return InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
     n = processes or max(1, min(4, os.cpu_count() or 1))
     tops = [_top_folders(r) for r in roots]
     counts = _SharedCounts(n)
@@ -428,6 +453,8 @@ def start_walk(
 def _walk_in_child(  # type: ignore[no-untyped-def]
     slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer, read_tags, decision
 ) -> None:
+    import pickle
+
     code = 0
     try:
         def report(files: int, folders: int) -> None:

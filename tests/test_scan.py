@@ -52,7 +52,13 @@ def test_rescan_of_unchanged_library_reads_no_file_contents(library, db, setting
 
     real_open, real_os_open = builtins.open, os.open
     monkeypatch.setattr(builtins, "open", no_reading)
-    monkeypatch.setattr(os, "open", lambda path, *a, **k: no_reading(path) and real_os_open(path, *a, **k))
+
+    def no_os_open(path, flags, *args, **kwargs):
+        if not flags & os.O_DIRECTORY and str(root) in os.fsdecode(path):  # a folder is listed, not read
+            raise AssertionError(f"a rescan opened {path}")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_os_open)
     report = scan(db, settings, root)
     assert report.unchanged == len(files["good"] + files["broken"])
     assert report.added == report.changed == report.moved == report.missing == 0
@@ -166,14 +172,14 @@ def test_unreadable_folder_is_reported_and_its_files_kept(library, db, settings,
     scan(db, settings, root)
     count = len(present(db))
     locked = os.fsencode(root / "Artist A")
-    real_scandir = os.scandir
+    real_open = os.open
 
-    def scandir(path):
-        if path == locked:
+    def open_folder(path, flags, *args, **kwargs):  # the walker opens each folder to list it
+        if path == locked and flags & os.O_DIRECTORY:
             raise PermissionError(13, "Permission denied")
-        return real_scandir(path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(walker.os, "scandir", scandir)
+    monkeypatch.setattr(walker.os, "open", open_folder)
     report = scan(db, settings, root)
     assert [(p, r) for p, r in report.problems] == [(str(root / "Artist A"), "folder cannot be read: Permission denied")]
     assert report.missing == 0 and len(present(db)) == count
@@ -236,9 +242,10 @@ def test_file_vanishing_mid_scan_does_not_stop_it(library, db, settings, monkeyp
     victim = os.fsencode(files["good"][0])
     real_scandir = os.scandir
 
-    class Vanishing:
-        def __init__(self, path):
-            self._it = real_scandir(path)
+    class Vanishing:  # the walker lists each folder through an open descriptor
+        def __init__(self, folder_fd):
+            self._fd = folder_fd
+            self._it = real_scandir(folder_fd)
 
         def __enter__(self):
             return self
@@ -248,8 +255,8 @@ def test_file_vanishing_mid_scan_does_not_stop_it(library, db, settings, monkeyp
 
         def __iter__(self):
             for entry in self._it:
-                if entry.path == victim:
-                    os.unlink(entry.path)  # gone between listing and stat
+                if os.fsencode(entry.name) == os.path.basename(victim) and os.path.exists(victim):
+                    os.unlink(entry.name, dir_fd=self._fd)  # gone between listing and stat
                 yield entry
 
     monkeypatch.setattr(walker.os, "scandir", Vanishing)

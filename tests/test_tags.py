@@ -605,7 +605,7 @@ def test_tags_beyond_the_walkers_budget_or_of_a_file_gone_are_read_after_the_wal
         gone[0].unlink()  # listed, then gone before its tags are read
         assert walker.read_tags_of(w, budget=1) > 0  # the first folder only
         assert [x.tags is not None for x in w.listings] == [True, False, False, False]
-        return walker._InlineWalk(walks)
+        return walker.InlineWalk(walks)
 
     monkeypatch.setattr(walker, "start_walk", start)
     report = catalog.scan(db, [str(root)], settings)
