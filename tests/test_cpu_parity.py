@@ -84,3 +84,20 @@ def test_true_peak_only_where_it_can_be_is_the_same_maximum(pieces):
         for factor in (2, 4):
             assert loudness._true_peak(stereo, factor) == pytest.approx(_brute_true_peak(stereo, factor), rel=1e-6), name
     assert loudness._true_peak(pieces["clipped"], 4) > 1.0  # inter-sample overs of a clipped master
+
+
+def test_onset_rate_is_essentias(pieces):
+    """rhythm 3 computes OnsetRate's functions and peak picking in numpy, from the FFT pass it
+    makes for the octave decision anyway: the same onsets as Essentia's OnsetRate."""
+    import essentia.standard as es
+
+    from extractors import rhythm
+
+    for name, stereo in pieces.items():
+        mono = np.ascontiguousarray(stereo.mean(axis=1), dtype=np.float32)
+        expected, _ = es.OnsetRate()(mono)
+        _, hfc, complex_domain = rhythm.onset_functions(mono)
+        ours = rhythm.onset_times(hfc, complex_domain)
+        assert len(ours) == pytest.approx(len(expected), abs=1), name
+        near = np.abs(ours[:, None] - expected[None, :]).min(axis=1) <= 1.5 * rhythm.HOP / rhythm.RATE
+        assert near.mean() >= 0.97, name  # the same frames, give or take one
