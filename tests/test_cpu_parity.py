@@ -101,3 +101,31 @@ def test_onset_rate_is_essentias(pieces):
         assert len(ours) == pytest.approx(len(expected), abs=1), name
         near = np.abs(ours[:, None] - expected[None, :]).min(axis=1) <= 1.5 * rhythm.HOP / rhythm.RATE
         assert near.mean() >= 0.97, name  # the same frames, give or take one
+
+
+def _spectra(mono, count: int = 400):
+    """spectral's magnitude spectra of the first `count` sounding frames."""
+    import scipy.fft
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    frames = sliding_window_view(mono, 2048)[::1024]
+    frames = frames[np.any(frames != 0, axis=1)][:count]
+    window = np.hanning(2049)[:-1].astype(np.float32) * 2
+    return (np.abs(scipy.fft.rfft(frames * window, axis=1)) / 2048).astype(np.float32)
+
+
+def test_mfcc_and_pitch_salience_are_essentias_frame_by_frame(pieces):
+    import essentia.standard as es
+
+    from extractors import spectral
+
+    mfcc = es.MFCC(inputSize=1025, sampleRate=44100, numberCoefficients=13)
+    salience = es.PitchSalience(sampleRate=44100)
+    for name, stereo in pieces.items():
+        spectra = _spectra(np.ascontiguousarray(stereo.mean(axis=1), dtype=np.float32))
+        expected = np.array([mfcc(s)[1] for s in spectra])
+        assert np.abs(spectral.mfccs(spectra) - expected).max() < 1e-2, name  # coefficients of -900 to 100
+        assert np.abs(spectral.mfccs(spectra).mean(axis=0) - expected.mean(axis=0)).max() < 1e-3, name
+        ours = spectral.pitch_salience(spectra)
+        assert np.abs(ours - np.array([salience(s) for s in spectra])).max() < 1e-4, name
+    assert spectral.pitch_salience(np.zeros((2, 1025), np.float32)).tolist() == [0.0, 0.0]
