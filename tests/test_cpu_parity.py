@@ -129,3 +129,25 @@ def test_mfcc_and_pitch_salience_are_essentias_frame_by_frame(pieces):
         ours = spectral.pitch_salience(spectra)
         assert np.abs(ours - np.array([salience(s) for s in spectra])).max() < 1e-4, name
     assert spectral.pitch_salience(np.zeros((2, 1025), np.float32)).tolist() == [0.0, 0.0]
+
+
+def test_degara_beats_and_tempo_are_rhythm_extractor_2013s(pieces):
+    """rhythm 3 computes BeatTrackerDegara's onset function in numpy and gives it to Essentia's
+    TempoTapDegara; the BPM from the ticks as RhythmExtractor2013 makes it. Also with digital
+    silence before and after (Essentia's frame cutter puts noise in silent frames)."""
+    import essentia.standard as es
+
+    from extractors import rhythm
+
+    params = {"min_tempo": 40, "max_tempo": 208}
+    padded = np.concatenate([np.zeros((44100 * 3, 2), np.float32), pieces["rock_108"], np.zeros((44100 * 4, 2), np.float32)])
+    for name, stereo in {**pieces, "padded with silence": padded}.items():
+        mono = np.ascontiguousarray(stereo.mean(axis=1), dtype=np.float32)
+        bpm, ticks, _, _, _ = es.RhythmExtractor2013(method="degara", minTempo=40, maxTempo=208)(mono)
+        ours = rhythm.degara_beats(mono, params)
+        assert len(ours) == len(ticks), name
+        # within a frame of the x2-resampled function; two where the tracker runs on into the
+        # silence (Essentia's frames there hold its noise, ours zeros)
+        assert np.abs(ours - ticks).max() < (0.012 if name in pieces else 0.024), name
+        assert rhythm.tempo_of(ours) == pytest.approx(float(bpm), abs=0.05 if name in pieces else 0.2), name
+    assert rhythm.tempo_of([]) == 0.0 and rhythm.tempo_of([1.0]) == 0.0
