@@ -151,3 +151,35 @@ def test_degara_beats_and_tempo_are_rhythm_extractor_2013s(pieces):
         assert np.abs(ours - ticks).max() < (0.012 if name in pieces else 0.024), name
         assert rhythm.tempo_of(ours) == pytest.approx(float(bpm), abs=0.05 if name in pieces else 0.2), name
     assert rhythm.tempo_of([]) == 0.0 and rhythm.tempo_of([1.0]) == 0.0
+
+
+def _frame_by_frame_chroma(mono, params):
+    """hpcp version 1's mean chroma: Essentia's FrameGenerator, Windowing and Spectrum a frame at a time."""
+    import essentia.standard as es
+
+    window, spectrum = es.Windowing(type="blackmanharris62"), es.Spectrum()
+    peaks = es.SpectralPeaks(orderBy="magnitude", magnitudeThreshold=1e-5, minFrequency=params["min_frequency"],
+                             maxFrequency=params["max_frequency"], maxPeaks=100, sampleRate=44100)
+    hpcp = es.HPCP(size=12, referenceFrequency=440, harmonics=params["harmonics"], bandPreset=params["band_preset"],
+                   minFrequency=params["min_frequency"], maxFrequency=params["max_frequency"],
+                   weightType=params["weight_type"], nonLinear=params["non_linear"], normalized="unitMax",
+                   sampleRate=44100)
+    total, frames = np.zeros(12), 0
+    for frame in es.FrameGenerator(mono, frameSize=params["frame_size"], hopSize=params["hop_size"], startFromZero=True):
+        profile = hpcp(*peaks(spectrum(window(frame))))
+        if profile.sum() > 0:
+            total, frames = total + profile / profile.sum(), frames + 1
+    return np.roll(total / total.sum(), -3) if frames else np.full(12, 1 / 12)
+
+
+def test_chroma_from_numpy_spectra_is_the_frame_by_frame_chroma(pieces):
+    from extractors import hpcp
+
+    params = hpcp.EXTRACTOR.params
+    mono = np.ascontiguousarray(pieces["ballad_60"].mean(axis=1), dtype=np.float32)
+    # whole pieces, and lengths around the frames' edges: shorter than a frame, a frame and a bit
+    for signal in (mono, mono[:3000], mono[:4096], mono[:4096 + 2047], mono[:4096 + 2049],
+                   np.ascontiguousarray(pieces["house_124"].mean(axis=1), dtype=np.float32)):
+        for p in (params, {**params, "hop_size": 4 * params["hop_size"]}):  # key's noise check reads one in 4
+            assert np.abs(hpcp.mean_chroma(signal, p) - _frame_by_frame_chroma(signal, p)).max() < 1e-4, len(signal)
+    assert hpcp.mean_chroma(np.zeros(44100, np.float32), params).tolist() == pytest.approx([1 / 12] * 12)
