@@ -11,7 +11,7 @@ from audio import NOTE, chord_progression, click_track, sine, sine_at_rms, white
 import catalog
 from catalog import decode, registry
 from catalog.errors import ConfigError
-from catalog.extractor import Extractor, Output, check_outputs
+from catalog.extractor import Extractor, Inputs, Output, check_outputs
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,9 @@ def files(tmp_path_factory):
 
 
 def run(extractors, name, path):
-    return extractors[name].run(decode.decode(str(path))).values
+    # Artifacts (notes' MIDI) beside the audio, in the test's folder, not the working directory.
+    inputs = Inputs(artifacts_dir=str(path.parent / "artifacts"))
+    return extractors[name].run(decode.decode(str(path)), inputs).values
 
 
 def test_click_track_at_128_bpm(extractors, files):
