@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from . import tags
 from .config import Settings
 from .scanner import ScanReport, load_arrow, normalise_root, scan
 
@@ -132,6 +133,7 @@ class Watcher:
         self._start_observer()
         report = self._scan(self.roots, recursive=True, fresh_is_busy=True)
         load_arrow()  # now, not while the first change holds the catalogue
+        tags.load_readers()
         self.started = True
         self.last_full = time.monotonic()
         if self.engine is not None:
