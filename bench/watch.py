@@ -81,9 +81,14 @@ def main() -> None:
             command.append("--no-extract")
         watcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         database = catalog.Database(db, lock_timeout=60)
-        while not db.exists():
-            time.sleep(0.1)
-        time.sleep(3.0)  # let the first scan finish and the observer start
+        # What is measured starts once the watcher follows events and its first scan is done (it
+        # says "scanned: ..."): on a loaded machine that took longer than the fixed 3 s waited
+        # here before, and the first files then waited for the start (3 s and more).
+        for line in watcher.stderr:
+            if " scanned: " in line:
+                break
+        else:
+            raise SystemExit(f"muscat watch ended before its first scan: {watcher.stderr.read()}")
 
         def write(path: Path) -> float:
             with open(path, "wb") as f:

@@ -329,8 +329,10 @@ def bind(module: ModuleType) -> Extractor:
     own = {name: value for name, value in vars(module).items()
            if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")}
     for name in own:
+        if name in HOOKS:  # the usual case; the fuzzy match is ~1 ms a name
+            continue
         near = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.8)
-        if name not in HOOKS and near:
+        if near:
             raise TypeError(f"{module.__name__} defines {name}(): a misspelt {near[0]}()? "
                             f"(the names muscat calls: {', '.join(HOOKS)})")
     stages = [stage for stage in STAGES if stage in own]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -502,6 +501,8 @@ def add(settings: Settings, name: str, source: str | os.PathLike[str]) -> dict[s
     try:
         where.mkdir(parents=True, exist_ok=True)
         temporary = where / f".{dest.name}.part"
+        import shutil  # here: its archive modules cost ~10 ms, and `muscat status` imports this module
+
         shutil.copyfile(path, temporary)
         if sha256(temporary) != digest:
             temporary.unlink()

@@ -121,12 +121,9 @@ def query(db: Database, sql: str, settings: Settings | None = None,
     statements = check_read_only(sql, db)
     from .duck import duckdb
 
-    if settings is not None:
-        from .extractor_state import sync_extractors
+    from .extractor_state import read_in_step
 
-        sync_extractors(db, settings)
-
-    with db.read() as con:
+    with db.read() if settings is None else read_in_step(db, settings) as con:
         try:
             result = _execute_as_text(con, statements) if as_text else con.execute(sql)
             columns = [d[0] for d in result.description] if result.description else []

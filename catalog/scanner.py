@@ -175,10 +175,14 @@ def _scan(
     # the roots are new to it, since a first scan needs it (a rescan of an unchanged library
     # does not).
     try:
-        covered, new = _known(db, roots)
-        walking.decide(new)
-        if not all(covered):
-            import pyarrow  # noqa: F401
+        # A walk in this process (the watcher's rescans) reads no tags and has nothing to wait
+        # for: asking which roots are known would only hold the catalogue once more, which a
+        # change's way into `library` waits for while readers come and go.
+        if created or not walking.inline:
+            covered, new = _known(db, roots)
+            walking.decide(new)
+            if not all(covered):
+                load_arrow()
         walks = walking.result()
     except BaseException:  # a catalogue that is locked, Ctrl-C: the walkers' work is not wanted
         walking.abandon()
@@ -201,6 +205,17 @@ def _scan(
     if summary is not None and written == len(untagged) and not (report.problems or report.offline or report.deferred):
         scan_state.save(db.path, state_key, summary, scanned_roots, scan_state.stamp(report.scanned_at))
     return report
+
+
+def load_arrow() -> None:
+    """Import what the reconciliation's Arrow tables need, before the catalogue is held.
+
+    pyarrow imports pandas (its pandas shim) the first time it builds an array from a list:
+    0.4 s of CPU here, 1.4 s under load, which the watcher's first change after its start
+    spent holding the catalogue, so readers and that change waited for it."""
+    import pyarrow as pa
+
+    pa.array([], pa.int64())
 
 
 def _inside(path: str, others: Iterable[str]) -> bool:
@@ -531,26 +546,30 @@ class _Reconcile:
                   NOT IN (SELECT (root_id, relpath) FROM deferred_arrow)
             """
         )
-        unchanged, changed, reappeared = con.execute(
+        # What each statement below would touch is counted first, and one that would touch
+        # nothing is not run: in the watcher's rescans (one new file, say) most would not, and
+        # each costs a few milliseconds of the time before the change is in `library`.
+        unchanged, changed, reappeared, unknown = con.execute(
             """
             SELECT count(*) FILTER (WHERE old_status = 'present' AND same_stat),
                    count(*) FILTER (WHERE old_status = 'present' AND NOT same_stat),
-                   count(*) FILTER (WHERE old_status = 'missing')
+                   count(*) FILTER (WHERE old_status = 'missing'),
+                   count(*) FILTER (WHERE file_id IS NULL)
             FROM seen
             """
-        ).fetchone()
-        moves = self._match_moves()
+        ).fetchall()[0]  # all: a result left unfinished would refuse the register() below
+        moves = self._match_moves() if unknown else []
         con.register("moves_arrow", pa.table({
             "seen_id": ints([m[0] for m in moves]),
             "file_id": ints([m[1] for m in moves]),
             "head_tail_hash": texts([m[2] for m in moves]),
         }))
-        added = con.execute(
+        (added,), = con.execute(
             "SELECT count(*) FROM seen WHERE file_id IS NULL AND seen_id NOT IN (SELECT seen_id FROM moves_arrow)"
-        ).fetchone()[0]
-        missing = con.execute(
+        ).fetchall()
+        (missing,), = con.execute(
             "SELECT count(*) FROM gone WHERE file_id NOT IN (SELECT file_id FROM moves_arrow)"
-        ).fetchone()[0]
+        ).fetchall()
         self.report.unchanged += unchanged
         self.report.changed += changed
         self.report.added += reappeared + added
@@ -559,32 +578,34 @@ class _Reconcile:
 
         # Rows whose stat changed or which reappeared: same path, present again. A content hash
         # only stays valid while size and mtime do.
-        con.execute(
-            """
-            UPDATE files SET size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
-                   head_tail_hash = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
-                                         THEN files.head_tail_hash END,
-                   status = 'present', missing_since = NULL, changed_at = ?
-            FROM seen s
-            WHERE files.file_id = s.file_id AND NOT (s.old_status = 'present' AND s.same_stat)
-            """,
-            [self.now],
-        )
+        if changed or reappeared:
+            con.execute(
+                """
+                UPDATE files SET size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
+                       head_tail_hash = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
+                                             THEN files.head_tail_hash END,
+                       status = 'present', missing_since = NULL, changed_at = ?
+                FROM seen s
+                WHERE files.file_id = s.file_id AND NOT (s.old_status = 'present' AND s.same_stat)
+                """,
+                [self.now],
+            )
         # Moved rows: new path and stat; the row, and so its audio, stays. A move that kept
         # size and mtime is not a change: its probe stays valid and nothing is redone.
-        con.execute(
-            """
-            UPDATE files SET root_id = s.root_id, dir = s.dir, name = s.name, raw_path = s.raw_path,
-                   size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
-                   head_tail_hash = coalesce(m.head_tail_hash, files.head_tail_hash),
-                   status = 'present', missing_since = NULL,
-                   changed_at = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
-                                     THEN files.changed_at ELSE ? END
-            FROM moves_arrow m JOIN seen s USING (seen_id)
-            WHERE files.file_id = m.file_id
-            """,
-            [self.now],
-        )
+        if moves:
+            con.execute(
+                """
+                UPDATE files SET root_id = s.root_id, dir = s.dir, name = s.name, raw_path = s.raw_path,
+                       size = s.size, mtime_ns = s.mtime_ns, dev = s.dev, inode = s.inode,
+                       head_tail_hash = coalesce(m.head_tail_hash, files.head_tail_hash),
+                       status = 'present', missing_since = NULL,
+                       changed_at = CASE WHEN files.size = s.size AND files.mtime_ns = s.mtime_ns
+                                         THEN files.changed_at ELSE ? END
+                FROM moves_arrow m JOIN seen s USING (seen_id)
+                WHERE files.file_id = m.file_id
+                """,
+                [self.now],
+            )
         # New rows, with the tags the walkers read (of a root new to the catalogue) if they did.
         columns, values, join, params = "", "", "", [self.now, self.now]
         if self.walk_tags:
@@ -595,25 +616,28 @@ class _Reconcile:
                 f", t.{c}" for c in tag_columns)
             join = "LEFT JOIN walk_first t ON t.id = s.seen_id" if any_tags else ""
             params.append(self.now)
-        con.execute(
-            f"""
-            INSERT INTO files (root_id, dir, name, raw_path, size, mtime_ns, dev, inode,
-                               status, first_seen, changed_at{columns})
-            SELECT s.root_id, s.dir, s.name, s.raw_path, s.size, s.mtime_ns, s.dev, s.inode, 'present', ?, ?{values}
-            FROM seen s {join}
-            WHERE s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)
-            ORDER BY s.seen_id
-            """,
-            params,
-        )
-        con.execute(
-            """
-            UPDATE files SET status = 'missing', missing_since = ?
-            WHERE file_id IN (SELECT file_id FROM gone)
-              AND file_id NOT IN (SELECT file_id FROM moves_arrow)
-            """,
-            [self.now],
-        )
+        if added:
+            con.execute(
+                f"""
+                INSERT INTO files (root_id, dir, name, raw_path, size, mtime_ns, dev, inode,
+                                   status, first_seen, changed_at{columns})
+                SELECT s.root_id, s.dir, s.name, s.raw_path, s.size, s.mtime_ns, s.dev, s.inode, 'present',
+                       ?, ?{values}
+                FROM seen s {join}
+                WHERE s.file_id IS NULL AND s.seen_id NOT IN (SELECT seen_id FROM moves_arrow)
+                ORDER BY s.seen_id
+                """,
+                params,
+            )
+        if missing:
+            con.execute(
+                """
+                UPDATE files SET status = 'missing', missing_since = ?
+                WHERE file_id IN (SELECT file_id FROM gone)
+                  AND file_id NOT IN (SELECT file_id FROM moves_arrow)
+                """,
+                [self.now],
+            )
         con.execute("DELETE FROM dirs USING changed_dirs_arrow c WHERE dirs.root_id = c.root_id AND dirs.dir = c.dir")
         con.register("new_dirs_arrow", pa.table({
             "root_id": ints([f.root_id for f in self.changed], pa.int32()),

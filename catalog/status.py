@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .extractor_state import sync_extractors
+from .extractor_state import read_in_step, sync_extractors
 from .scan_state import last_checked
 
 if TYPE_CHECKING:
@@ -14,16 +14,11 @@ if TYPE_CHECKING:
 
 def status(db: Database, settings: Settings | None = None) -> dict[str, Any]:
     """Counts in the shape of `muscat status --json` (contract), plus the roots."""
-    if settings is not None:
-        sync_extractors(db, settings)
-    with db.read() as con:
-        present, missing = con.execute(
-            "SELECT count(*) FILTER (WHERE status = 'present'), count(*) FILTER (WHERE status = 'missing') "
-            "FROM files"
+    with db.read() if settings is None else read_in_step(db, settings) as con:
+        present, missing, audio = con.execute(
+            "SELECT count(*) FILTER (WHERE status = 'present'), count(*) FILTER (WHERE status = 'missing'), "
+            "count(DISTINCT audio_id) FILTER (WHERE status = 'present') FROM files"
         ).fetchone()
-        audio = con.execute(
-            "SELECT count(DISTINCT audio_id) FROM files WHERE status = 'present' AND audio_id IS NOT NULL"
-        ).fetchone()[0]
         roots = [
             {
                 "path": path,

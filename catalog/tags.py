@@ -741,6 +741,12 @@ _READERS: dict[str, tuple[Callable[[Any, Any], Pairs] | None, str]] = {
 _cache: dict[str, Any] = {}
 
 
+def load_readers() -> None:
+    """Import mutagen's readers now (~0.1 s of CPU, more under load): the watcher does at its
+    start, so that its first change does not, inside the write batch that reads its tags."""
+    _kinds()
+
+
 def _kinds() -> list[Any]:
     """mutagen's file types, as mutagen.File considers them."""
     kinds = _cache.get("kinds")
@@ -962,11 +968,17 @@ def store(
     con.register("tags_arrow", tags_arrow)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE tag_batch AS {batch_sql}", params)
+        # Statements that would write nothing are left out (no tags at all, no problem): a
+        # few milliseconds each of the watcher's way from a closed file to `library`.
+        batch = con.execute("SELECT id, error FROM tag_batch ORDER BY id").fetchall()
+        written = len(batch)
+        problems = [(id_, error) for id_, error in batch if error is not None]
         con.execute("DELETE FROM file_tags WHERE file_id IN (SELECT file_id FROM tag_batch)")
-        con.execute(
-            "INSERT INTO file_tags SELECT b.file_id, t.key, t.ordinal, t.value "
-            "FROM tags_arrow t JOIN tag_batch b USING (id)"
-        )
+        if len(tags_arrow):
+            con.execute(
+                "INSERT INTO file_tags SELECT b.file_id, t.key, t.ordinal, t.value "
+                "FROM tags_arrow t JOIN tag_batch b USING (id)"
+            )
         con.execute(
             f"""
             UPDATE files SET tags_read_at = ?, tags_error = u.error,
@@ -984,12 +996,11 @@ def store(
             "DELETE FROM scan_problems WHERE starts_with(reason, 'tags: ') "
             "AND (root_id, path) IN (SELECT (root_id, path) FROM tag_batch)"
         )
-        con.execute(
-            "INSERT INTO scan_problems SELECT root_id, path, error, ? FROM tag_batch WHERE error IS NOT NULL",
-            [read_at],
-        )
-        written = con.execute("SELECT count(*) FROM tag_batch").fetchone()[0]
-        problems = con.execute("SELECT id, error FROM tag_batch WHERE error IS NOT NULL ORDER BY id").fetchall()
+        if problems:
+            con.execute(
+                "INSERT INTO scan_problems SELECT root_id, path, error, ? FROM tag_batch WHERE error IS NOT NULL",
+                [read_at],
+            )
         con.execute("DROP TABLE temp.tag_batch")
     finally:
         con.unregister("tags_arrow")

@@ -296,6 +296,8 @@ class _SharedCounts:
 class BackgroundWalk:
     """Walks running in forked children; `result()` collects and merges them."""
 
+    inline = False
+
     def __init__(self, roots: list[str], children: list[tuple[int, int, int | None]]) -> None:
         self._roots = roots
         # (pid, read end of its pipe, write end of the pipe that tells it whose tags to read),
@@ -355,6 +357,8 @@ class BackgroundWalk:
 
 class InlineWalk:
     """Walks done in this process (or already done), with BackgroundWalk's interface."""
+
+    inline = True  # done, in this process
 
     def __init__(self, walks: list[Walk]) -> None:
         self._walks = walks

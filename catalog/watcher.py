@@ -23,8 +23,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from . import tags
 from .config import Settings
-from .scanner import ScanReport, normalise_root, scan
+from .scanner import ScanReport, load_arrow, normalise_root, scan
 
 if TYPE_CHECKING:
     from .database import Database
@@ -131,6 +132,8 @@ class Watcher:
         logging.getLogger("watchdog").addHandler(self._handler)
         self._start_observer()
         report = self._scan(self.roots, recursive=True, fresh_is_busy=True)
+        load_arrow()  # now, not while the first change holds the catalogue
+        tags.load_readers()
         self.started = True
         self.last_full = time.monotonic()
         if self.engine is not None:

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import importlib.util
 import io
-import logging
 import sys
 import types
 from dataclasses import dataclass
@@ -106,6 +105,8 @@ def note_creation() -> Any:
     ends muscat deliberately leaves out. mir_eval and resampy, which it uses only in its
     sonification helpers, are imported on demand: they would add 3-9 s (scipy.stats, numba) to
     every worker's start for nothing muscat calls."""
+    import logging  # here: `muscat status` imports this module for the availability check
+
     placed = [name for name in ("mir_eval", "resampy") if name not in sys.modules]
     for name in placed:
         sys.modules[name] = _OnDemand(name)

@@ -641,6 +641,8 @@ def test_a_file_moved_into_a_new_root_gets_the_walkers_tags_only_when_due(tmp_pa
         walking = real_start(roots, *args, **kwargs)
 
         class Walking:
+            inline = False  # as forked walkers: told whose tags to read
+
             def decide(self, flags):
                 told.append(list(flags))
 
