@@ -11,6 +11,7 @@ Imported only where pyarrow is wanted (it imports pyarrow).
 from __future__ import annotations
 
 from array import array
+from datetime import datetime, timedelta, timezone
 from itertools import accumulate
 from typing import Any, Iterable, Sequence
 
@@ -65,3 +66,50 @@ def texts_from(parts: Sequence[bytes], kind: Any = None, valid: Any = None) -> A
     offsets = array("q", accumulate(map(len, parts), initial=0))
     return pa.Array.from_buffers(kind or pa.large_string(), len(parts),
                                  [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(parts))])
+
+
+_FLOAT_CODES = {pa.float64(): "d", pa.float32(): "f"}
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def column(values: Sequence[Any], kind: Any) -> Any:
+    """What `pa.array(values, kind)` gives for the catalogue's column types (integers, floats,
+    strings, timestamp("us") from datetimes, lists of float32), None as null, without the pandas
+    import pa.array makes. Other types go to pa.array."""
+    n = len(values)
+    nulls = sum(v is None for v in values)
+    valid = pa.py_buffer(_bitmap([v is not None for v in values])) if nulls else None
+    if kind == pa.string():
+        return texts(values).cast(pa.string())
+    if nulls == n:
+        return pa.nulls(n, kind)
+    try:
+        return _from_buffers(values, kind, n, valid)
+    except TypeError:  # what these buffers cannot hold (a None inside a vector): as pyarrow makes it
+        return pa.array(values, kind)
+
+
+def _from_buffers(values: Sequence[Any], kind: Any, n: int, valid: Any) -> Any:
+    if kind in _INT_CODES:
+        data = array(_INT_CODES[kind], [0 if v is None else int(v) for v in values])
+    elif kind in _FLOAT_CODES:
+        data = array(_FLOAT_CODES[kind], [0.0 if v is None else float(v) for v in values])
+    elif kind == pa.timestamp("us"):
+        data = array("q", [0 if v is None else _microseconds(v) for v in values])
+    elif pa.types.is_list(kind) and kind.value_type in _FLOAT_CODES:
+        lengths = [0 if v is None else len(v) for v in values]
+        flat = array(_FLOAT_CODES[kind.value_type], [float(x) for v in values if v is not None for x in v])
+        offsets = array("i", accumulate(lengths, initial=0))
+        items = pa.Array.from_buffers(kind.value_type, len(flat), [None, pa.py_buffer(flat)])
+        return pa.ListArray.from_buffers(kind, n, [valid, pa.py_buffer(offsets)], children=[items])
+    else:
+        return pa.array(values, kind)
+    return pa.Array.from_buffers(kind, n, [valid, pa.py_buffer(data)])
+
+
+def _microseconds(moment: datetime) -> int:
+    """As pyarrow stores a datetime in timestamp("us"): an aware one in UTC, a naive one as it is."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return (moment - _EPOCH) // _MICROSECOND

@@ -97,16 +97,18 @@ class _Plan:
         import duckdb  # noqa: F401  (Arrow tables registered on a reader need its sources: catalog/duck.py)
         import pyarrow as pa
 
+        from .columns import column
+
         self.extractors = {e.name: e for e in extractors}
         self.upstream_names = sorted({u for e in extractors for u in e.uses})
         self.jobs: list[Job] = []
         self.paths: dict[int, str] = {}  # job_id -> display path
         self.next_job_id = first_job_id
-        names = pa.table({"extractor": pa.array(list(self.extractors), pa.string())})
+        names = pa.table({"extractor": column(list(self.extractors), pa.string())})
         only = "" if file_ids is None else "AND f.file_id IN (SELECT file_id FROM only_files)"
         with db.read() as con:
             con.register("chosen", names)
-            con.register("only_files", pa.table({"file_id": pa.array(file_ids or [], pa.int64())}))
+            con.register("only_files", pa.table({"file_id": column(file_ids or [], pa.int64())}))
             to_probe = con.execute(
                 f"""
                 SELECT f.file_id, r.path, f.dir, f.name, f.raw_path, f.audio_id, l.path

@@ -208,14 +208,10 @@ def _scan(
 
 
 def load_arrow() -> None:
-    """Import what the reconciliation's Arrow tables need, before the catalogue is held.
-
-    pyarrow imports pandas (its pandas shim) the first time it builds an array from a list:
-    0.4 s of CPU here, 1.4 s under load, which the watcher's first change after its start
-    spent holding the catalogue, so readers and that change waited for it."""
-    import pyarrow as pa
-
-    pa.array([], pa.int64())
+    """Import what the reconciliation's Arrow tables need, before the catalogue is held (the
+    watcher's first change would otherwise hold it while pyarrow loads). Its tables are built
+    by catalog/columns.py, never by pa.array, whose first call imports pandas (0.4 s of CPU)."""
+    from . import columns  # noqa: F401  (imports pyarrow)
 
 
 def _inside(path: str, others: Iterable[str]) -> bool:

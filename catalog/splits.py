@@ -210,12 +210,14 @@ def _store(db: Database, name: str, by: str, seed: int, ratios: list[float], nam
            created_at: Any, assignment: dict[int, tuple[str, str]]) -> None:
     import pyarrow as pa
 
+    from .columns import column
+
     now = utc_now()
     placed = pa.table({
-        "name": pa.array([name] * len(assignment), pa.string()),
-        "file_id": pa.array(list(assignment), pa.int64()),
-        "split": pa.array([part for part, _ in assignment.values()], pa.string()),
-        "group_key": pa.array([key for _, key in assignment.values()], pa.string()),
+        "name": column([name] * len(assignment), pa.string()),
+        "file_id": column(list(assignment), pa.int64()),
+        "split": column([part for part, _ in assignment.values()], pa.string()),
+        "group_key": column([key for _, key in assignment.values()], pa.string()),
     })
     with db.write() as con:
         con.register("placed", placed)

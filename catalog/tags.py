@@ -910,6 +910,8 @@ def _write(db: Database, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) ->
 def _store_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[_Todo, tuple[Pairs, str | None]]]) -> int:
     import pyarrow as pa
 
+    from .columns import column
+
     file_ids: list[int] = []
     keys: list[str] = []
     ordinals: list[int] = []
@@ -924,15 +926,15 @@ def _store_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[_Todo, tuple[
             ordinals.append(ordinal)
             values.append(value)
     tags_arrow = pa.table({
-        "id": pa.array(file_ids, pa.int64()),
-        "key": pa.array(keys, pa.string()),
-        "ordinal": pa.array(ordinals, pa.int32()),
-        "value": pa.array(values, pa.string()),
+        "id": column(file_ids, pa.int64()),
+        "key": column(keys, pa.string()),
+        "ordinal": column(ordinals, pa.int32()),
+        "value": column(values, pa.string()),
     })
     read_arrow = pa.table({
-        "file_id": pa.array([item.file_id for item, _ in batch], pa.int64()),
-        "changed_at": pa.array([item.changed_at for item, _ in batch], pa.timestamp("us")),
-        "error": pa.array([error for _, (_, error) in batch], pa.string()),
+        "file_id": column([item.file_id for item, _ in batch], pa.int64()),
+        "changed_at": column([item.changed_at for item, _ in batch], pa.timestamp("us")),
+        "error": column([error for _, (_, error) in batch], pa.string()),
     })
     con.register("tags_read_arrow", read_arrow)
     try:

@@ -181,9 +181,11 @@ class ResultWriter:
             return
         import pyarrow as pa
 
+        from .columns import column
+
         con.register("rekey_batch", pa.table({
-            "old": pa.array(list(self.rekeys), pa.string()),
-            "new": pa.array(list(self.rekeys.values()), pa.string()),
+            "old": column(list(self.rekeys), pa.string()),
+            "new": column(list(self.rekeys.values()), pa.string()),
         }))
         # The audio and its runs take the new id. Where the new id is known already (a copy
         # of it arrived under the new rule first), only the files move: the old audio, held by
@@ -205,15 +207,17 @@ class ResultWriter:
             return
         import pyarrow as pa
 
+        from .columns import column
+
         batch = pa.table({
-            "file_id": pa.array([p.file_id for p in self.probed], pa.int64()),
-            "attempted_at": pa.array([p.attempted_at for p in self.probed], pa.timestamp("us")),
-            "audio_id": pa.array([p.audio_id for p in self.probed], pa.string()),
-            "duration_s": pa.array([p.duration for p in self.probed], pa.float64()),
-            "sample_rate": pa.array([p.sample_rate for p in self.probed], pa.int32()),
-            "channels": pa.array([p.channels for p in self.probed], pa.int32()),
-            "codec": pa.array([p.codec for p in self.probed], pa.string()),
-            "head_tail_hash": pa.array([p.head_tail_hash for p in self.probed], pa.string()),
+            "file_id": column([p.file_id for p in self.probed], pa.int64()),
+            "attempted_at": column([p.attempted_at for p in self.probed], pa.timestamp("us")),
+            "audio_id": column([p.audio_id for p in self.probed], pa.string()),
+            "duration_s": column([p.duration for p in self.probed], pa.float64()),
+            "sample_rate": column([p.sample_rate for p in self.probed], pa.int32()),
+            "channels": column([p.channels for p in self.probed], pa.int32()),
+            "codec": column([p.codec for p in self.probed], pa.string()),
+            "head_tail_hash": column([p.head_tail_hash for p in self.probed], pa.string()),
         })
         con.register("probed_batch", batch)
         con.execute(
@@ -243,26 +247,28 @@ class ResultWriter:
             return
         import pyarrow as pa
 
+        from .columns import column
+
         runs, earlier = _latest_runs(self.runs)
         ids = [row[0] for row in con.execute(
             "SELECT nextval('run_ids') FROM range(?)", [len(runs)]).fetchall()]
         batch = pa.table({
-            "run_id": pa.array(ids, pa.int64()),
-            "audio_id": pa.array([r.audio_id for r in runs], pa.string()),
-            "file_id": pa.array([r.file_id for r in runs], pa.int64()),
-            "extractor": pa.array([r.extractor.name for r in runs], pa.string()),
-            "version": pa.array([r.extractor.version for r in runs], pa.int32()),
-            "params_hash": pa.array([r.extractor.params_hash for r in runs], pa.string()),
-            "scope": pa.array([r.extractor.declaration.scope for r in runs], pa.string()),
-            "input": pa.array([r.input for r in runs], pa.string()),
-            "status": pa.array([r.status for r in runs], pa.string()),
-            "error": pa.array([r.error for r in runs], pa.string()),
-            "started_at": pa.array([r.started_at for r in runs], pa.timestamp("us")),
-            "seconds": pa.array([r.seconds for r in runs], pa.float64()),
-            "audio_seconds": pa.array([r.audio_seconds for r in runs], pa.float64()),
-            "device": pa.array([r.device for r in runs], pa.string()),
-            "host": pa.array([r.host or self.host for r in runs], pa.string()),
-            "earlier": pa.array(earlier, pa.int32()),
+            "run_id": column(ids, pa.int64()),
+            "audio_id": column([r.audio_id for r in runs], pa.string()),
+            "file_id": column([r.file_id for r in runs], pa.int64()),
+            "extractor": column([r.extractor.name for r in runs], pa.string()),
+            "version": column([r.extractor.version for r in runs], pa.int32()),
+            "params_hash": column([r.extractor.params_hash for r in runs], pa.string()),
+            "scope": column([r.extractor.declaration.scope for r in runs], pa.string()),
+            "input": column([r.input for r in runs], pa.string()),
+            "status": column([r.status for r in runs], pa.string()),
+            "error": column([r.error for r in runs], pa.string()),
+            "started_at": column([r.started_at for r in runs], pa.timestamp("us")),
+            "seconds": column([r.seconds for r in runs], pa.float64()),
+            "audio_seconds": column([r.audio_seconds for r in runs], pa.float64()),
+            "device": column([r.device for r in runs], pa.string()),
+            "host": column([r.host or self.host for r in runs], pa.string()),
+            "earlier": column(earlier, pa.int32()),
         })
         values: dict[str, list[Any]] = {"run_id": [], "feature": [], "value": [], "text": []}
         vectors: dict[str, list[Any]] = {"run_id": [], "feature": [], "vector": []}
@@ -285,22 +291,22 @@ class ResultWriter:
                     values["text"].append(value if kinds[feature] == "categorical" else None)
         con.register("run_batch", batch)
         con.register("value_batch", pa.table({
-            "run_id": pa.array(values["run_id"], pa.int64()),
-            "feature": pa.array(values["feature"], pa.string()),
-            "value": pa.array(values["value"], pa.float64()),
-            "text": pa.array(values["text"], pa.string()),
+            "run_id": column(values["run_id"], pa.int64()),
+            "feature": column(values["feature"], pa.string()),
+            "value": column(values["value"], pa.float64()),
+            "text": column(values["text"], pa.string()),
         }))
         con.register("artifact_batch", pa.table({
-            "run_id": pa.array(produced["run_id"], pa.int64()),
-            "kind": pa.array(produced["kind"], pa.string()),
-            "format": pa.array(produced["format"], pa.string()),
-            "path": pa.array(produced["path"], pa.string()),
-            "bytes": pa.array(produced["bytes"], pa.int64()),
+            "run_id": column(produced["run_id"], pa.int64()),
+            "kind": column(produced["kind"], pa.string()),
+            "format": column(produced["format"], pa.string()),
+            "path": column(produced["path"], pa.string()),
+            "bytes": column(produced["bytes"], pa.int64()),
         }))
         con.register("vector_batch", pa.table({
-            "run_id": pa.array(vectors["run_id"], pa.int64()),
-            "feature": pa.array(vectors["feature"], pa.string()),
-            "vector": pa.array(vectors["vector"], pa.list_(pa.float32())),
+            "run_id": column(vectors["run_id"], pa.int64()),
+            "feature": column(vectors["feature"], pa.string()),
+            "vector": column(vectors["vector"], pa.list_(pa.float32())),
         }))
         # Earlier runs of the same identity on the same subject: replaced, attempts carried on.
         # The subject is run_subject() (schema/views/00_macros.sql) spelt out per scope, as two
