@@ -20,38 +20,22 @@ tree: coordinator, workers, catalogue writes) and after/before as ratios. Target
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkout import MUSCAT_AT, export  # noqa: E402
 from extract_cpu import make_track, measured  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-MUSCAT_MAIN = "import sys; from cli import main; sys.exit(main())"
-
-
-def export(rev: str, into: Path) -> str:
-    """The tree of `rev` under `into`; returns the commit it names."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
-    into.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return commit
-
 
 def run(code: Path, db: Path, library: Path, workers: int) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    muscat = [sys.executable, "-c", MUSCAT_MAIN, "--db", str(db)]
+    muscat = [*MUSCAT_AT, "--db", str(db)]
     for suffix in ("", ".wal"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     subprocess.run(muscat + ["scan", str(library)], check=True, capture_output=True, env=env)

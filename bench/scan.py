@@ -45,35 +45,23 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
 import os
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkout import MUSCAT_AT, export  # noqa: E402
+
 MUSCAT = Path(sys.executable).parent / "muscat"
 BEET = Path(sys.executable).parent / "beet"
-REPO = Path(__file__).resolve().parent.parent
-MUSCAT_MAIN = "import sys; from cli import main; sys.exit(main())"
 # Set by --before: (short commit, the command that runs muscat at it, its environment).
 BEFORE: tuple[str, list[str], dict[str, str]] | None = None
-
-
-def export(rev: str, into: Path) -> str:
-    """The tree of `rev` under `into`; returns the commit it names."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True).stdout
-    into.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return commit
 
 
 def remove_catalogue(db: Path) -> None:
@@ -412,7 +400,7 @@ def main() -> None:
             code = work / "before"
             commit = export(args.before, code)
             # -P: `python -c` would put the current folder (this checkout) before PYTHONPATH.
-            BEFORE = (commit, [sys.executable, "-P", "-c", MUSCAT_MAIN], {**os.environ, "PYTHONPATH": str(code)})
+            BEFORE = (commit, MUSCAT_AT, {**os.environ, "PYTHONPATH": str(code)})
         if "tree" in parts:
             run_tree(work, args)
         if "library" in parts:
