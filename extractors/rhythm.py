@@ -286,13 +286,13 @@ def extract(audio, params):  # type: ignore[no-untyped-def]
         }
     if params["method"] == "degara":  # RhythmExtractor2013's result, its onset function in numpy
         beats = degara_beats(mono, params)
-        bpm, confidence, intervals = tempo_of(beats), 0.0, np.diff(beats)
+        bpm, intervals = tempo_of(beats), np.diff(beats)
     else:
         bpm, beats, confidence, _, intervals = es.RhythmExtractor2013(
             method=params["method"], minTempo=params["min_tempo"], maxTempo=params["max_tempo"]
         )(mono)
     envelope, hfc, complex_domain = onset_functions(mono)
-    if params["method"] != "multifeature":  # of the tracker's own beats: how sure the pulse is, at any octave
+    if params["method"] != "multifeature":  # before the octave decision: how sure the pulse is
         confidence = agreement(envelope, beats)
     if params["octave"] and len(beats) > 3:
         moved, factor = octave_decision(envelope, beats, float(bpm), params)
