@@ -1,9 +1,12 @@
-"""Arrow columns built from their buffers, for the tables a scan hands to DuckDB.
+"""Arrow columns built from their buffers, for the tables muscat hands to DuckDB (a scan's
+reconciliation, the writer's batches of results, tag writes, splits).
 
 `pyarrow.array()` of a Python list (or of a numpy array) first asks whether pandas is installed,
-and importing pandas costs a scan about half a second of CPU it never uses. Built here from
-`array` module buffers and byte strings instead: no pandas, and for the large columns (one row
-per file of a first scan) no Python object per row on Arrow's side either.
+and importing pandas costs each scan, extract and watch about half a second of CPU it never
+uses. Built here from `array` module buffers and byte strings instead: no pandas, and for the
+large columns (one row per file of a first scan) no Python object per row on Arrow's side
+either. `column()` is the general form; `ints`, `bools` and `texts` take the scanner's buffers
+as they are.
 
 Imported only where pyarrow is wanted (it imports pyarrow).
 """

@@ -47,11 +47,20 @@ LICENCES = {
     "notes": "Apache-2.0 (Basic Pitch, by Spotify)",
     "bass_notes": "Apache-2.0 (Basic Pitch, by Spotify)",
 }
-# Extractors whose weights ship inside a wheel muscat installs: (distribution, file in it).
-IN_WHEEL = {
+
+
+def _basic_pitch_model(params: dict[str, Any]) -> str:
+    from extractors._basic_pitch import MODEL_IN_PACKAGE
+
+    return MODEL_IN_PACKAGE
+
+
+# Extractors whose weights ship inside a wheel muscat installs: (distribution, the end of the
+# file's path in it, from the extractor's parameters).
+IN_WHEEL: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "bass_pitch": ("pesto-pitch", lambda params: f"weights/{params['model']}.ckpt"),
-    "notes": ("basic-pitch", lambda params: "saved_models/icassp_2022/nmp.onnx"),
-    "bass_notes": ("basic-pitch", lambda params: "saved_models/icassp_2022/nmp.onnx"),
+    "notes": ("basic-pitch", _basic_pitch_model),
+    "bass_notes": ("basic-pitch", _basic_pitch_model),
 }
 ADTOF_SOURCE = ("ADTOF publishes its models with its code at https://github.com/MZehren/ADTOF; the "
                 "PyTorch checkpoint muscat reads is in ADTOF's PyTorch port, https://github.com/xavriley/"

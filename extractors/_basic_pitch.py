@@ -35,6 +35,7 @@ LOWEST_HZ, HIGHEST_HZ = 27.5, 4186.0  # A0 and C8: the model's 88 note bins
 # Windows per onnxruntime call. On one CPU thread a window costs the same batched or not (within
 # 5% from 1 to 16 here: bench/notes.py); 4 was the best and keeps the working set small.
 BATCH = 4
+MODEL_IN_PACKAGE = "saved_models/icassp_2022/nmp.onnx"  # under basic_pitch/ in its wheel
 _OUTPUTS = ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0"]
 
 
@@ -52,7 +53,7 @@ def model_path() -> Path | None:
     spec = importlib.util.find_spec("basic_pitch")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "saved_models" / "icassp_2022" / "nmp.onnx"
+    return Path(list(spec.submodule_search_locations)[0]) / MODEL_IN_PACKAGE
 
 
 def available(params: dict[str, Any]) -> str | None:
