@@ -117,8 +117,9 @@ def resample(signal: np.ndarray, rate: int, target: int) -> np.ndarray:
     signal = np.ascontiguousarray(signal, dtype=np.float32)
     if rate == target or len(signal) == 0:
         return signal
-    import essentia.standard as es
+    from .essentia_import import load
 
+    es = load()
     return es.Resample(inputSampleRate=rate, outputSampleRate=target, quality=1)(signal)
 
 

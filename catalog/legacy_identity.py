@@ -43,8 +43,9 @@ def _soundfile_id(path: str) -> str:
 
 
 def _essentia_id(path: str) -> str:
-    import essentia.standard as es
+    from .essentia_import import load
 
+    es = load()
     loaded = es.AudioLoader(filename=path)()
     samples, rate, channels = loaded[0], int(loaded[1]), int(loaded[2])
     samples = np.ascontiguousarray(samples[:, :channels], dtype=np.float32)

@@ -101,8 +101,10 @@ class _CpuWorker:
     """A Ray actor that runs jobs as a local worker process does (catalog/workers.py)."""
 
     def __init__(self, settings: Settings, gpu: Any = None) -> None:
+        from .essentia_import import load
         from .registry import load_extractors
 
+        load()
         self.settings = settings
         self.extractors = {e.name: e for e in load_extractors(settings)}
         self.models = _GpuActorClient(gpu, max(1, settings.ray_max_attempts)) if gpu is not None else None

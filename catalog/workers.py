@@ -43,9 +43,11 @@ def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes, str
     os.close(devnull)
     import essentia
 
+    from .essentia_import import load
+
     essentia.log.warningActive = False  # FFmpeg's chatter about every odd file
     essentia.log.infoActive = False
-    import essentia.standard  # noqa: F401  (pay the import once, before the first job)
+    load()  # once, before the first job; each algorithm is made when first used
 
     from .registry import load_extractors
 

@@ -93,3 +93,56 @@ def test_without_libchromaprint_the_reason_says_how_to_install_it(tmp_path, monk
     monkeypatch.setitem(sys.modules, "chromaprint", None)  # its import fails as without the library
     reason = chromaprint.available({"max_seconds": 120.0})
     assert reason is not None and "libchromaprint is not installed" in reason and "apt install" in reason
+
+
+ESSENTIA_PROBE = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+if sys.argv[1] == "lazy":
+    from catalog.essentia_import import load
+    es = load()
+    made_at_import = sorted(n for n in vars(es) if isinstance(getattr(es, n), type) and hasattr(getattr(es, n), "__struct__"))
+else:
+    import essentia.standard as es
+    made_at_import = None
+from essentia import _essentia
+signal = np.sin(np.arange(44100) * 0.05).astype(np.float32) * np.linspace(0, 1, 44100, dtype=np.float32)
+window, spectrum = es.Windowing(type="hann"), es.Spectrum()
+mfcc = [es.MFCC()(spectrum(window(frame)))[1].tolist() for frame in es.FrameGenerator(signal, 2048, 1024)]
+out = {
+    "made_at_import": made_at_import,
+    "all_there": all(hasattr(es, name) for name in _essentia.keys()),
+    "names": len(_essentia.keys()),
+    "mfcc": mfcc,
+    "resampled": es.Resample(inputSampleRate=44100, outputSampleRate=22050)(signal)[::500].tolist(),
+    "loudness": float(es.LoudnessEBUR128(sampleRate=44100)(np.stack([signal, signal], axis=1))[2]),
+}
+try:
+    es.NoSuchAlgorithm
+except AttributeError as exc:
+    out["missing"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_essentia_made_on_demand_computes_as_the_eager_import():
+    """catalog/essentia_import.py: the algorithms a worker uses are made when first used, and
+    compute what they compute after a plain `import essentia.standard` (in fresh interpreters)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parent.parent)
+
+    def probe(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", ESSENTIA_PROBE, mode, repo], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    lazy, eager = probe("lazy"), probe("eager")
+    assert lazy["made_at_import"] == ["FrameCutter", "FrameGenerator"]  # not the other ~290
+    assert lazy["all_there"] and eager["all_there"] and lazy["names"] == eager["names"] > 250
+    for key in ("mfcc", "resampled", "loudness"):
+        assert lazy[key] == eager[key], key
+    assert "NoSuchAlgorithm" in lazy["missing"] and "essentia.standard" in lazy["missing"]
