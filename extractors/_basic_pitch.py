@@ -244,7 +244,8 @@ def to_model_rate(mono_44k: np.ndarray) -> np.ndarray:
     import numpy as np
     import soxr
 
-    return soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ").astype(np.float32)
+    resampled = soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ")
+    return resampled.astype(np.float32, copy=False)
 
 
 def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
@@ -254,25 +255,25 @@ def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
 
     overlap = OVERLAP_FRAMES * FFT_HOP
     hop = WINDOW - overlap
-    padded = np.concatenate([np.zeros(overlap // 2, np.float32), signal.astype(np.float32)])
-    starts = range(0, len(padded), hop) if len(padded) else range(0, 1)
-    windows = np.zeros((len(starts), WINDOW, 1), np.float32)
-    for i, start in enumerate(starts):
-        piece = padded[start : start + WINDOW]
-        windows[i, : len(piece), 0] = piece
+    lead = overlap // 2  # basic-pitch pads the start with half an overlap of silence
+    count = -(-(lead + len(signal)) // hop)  # a window every hop of the padded signal
+    windows = np.zeros((count, WINDOW, 1), np.float32)
+    for i in range(count):  # straight from the signal: no padded copy of it first
+        first = i * hop - lead
+        a, b = max(first, 0), min(first + WINDOW, len(signal))
+        windows[i, a - first : b - first, 0] = signal[a:b]
     model = session(stock=STOCK_GRAPH)
-    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": [], "contour": []}
-    for first in range(0, len(windows), BATCH):
+    trim = OVERLAP_FRAMES // 2
+    kept: dict[str, np.ndarray] = {}  # [windows, frames kept, bins]: each batch written in place
+    for first in range(0, count, BATCH):
         outputs = model.run(_OUTPUTS, {"serving_default_input_2:0": windows[first : first + BATCH]})
         for key, value in zip(("note", "onset", "contour"), outputs):
-            parts[key].append(value)
-    trim = OVERLAP_FRAMES // 2
+            middle = value[:, trim:-trim]  # as unwrap_output: half the overlap off each end
+            if key not in kept:
+                kept[key] = np.empty((count, *middle.shape[1:]), value.dtype)
+            kept[key][first : first + len(middle)] = middle
     frames = int(np.floor(len(signal) * (FPS / MODEL_RATE)))
-    result = {}
-    for key, chunks in parts.items():
-        stacked = np.concatenate(chunks)[:, trim:-trim, :]
-        result[key] = stacked.reshape(-1, stacked.shape[2])[:frames]
-    return result
+    return {key: value.reshape(-1, value.shape[2])[:frames] for key, value in kept.items()}
 
 
 def transcribe(signal: np.ndarray, params: dict[str, Any]) -> list[Note]:
