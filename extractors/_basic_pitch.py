@@ -34,7 +34,7 @@ OVERLAP_FRAMES = 30  # as basic_pitch.inference.run_inference
 FPS = MODEL_RATE / FFT_HOP  # 86.13 frames/s
 LOWEST_HZ, HIGHEST_HZ = 27.5, 4186.0  # A0 and C8: the model's 88 note bins
 # Windows per onnxruntime call. On one CPU thread a window costs the same batched or not (within
-# 5% from 1 to 16 here: bench/notes.py); 4 was the best and keeps the working set small.
+# 5% from 1 to 16 here; batch 4 against 1 at 0.99-1.04x with faster_graph: bench/notes.py).
 BATCH = 4
 STOCK_GRAPH = False  # True: nmp.onnx as it ships, without faster_graph's edits (bench/notes.py)
 MODEL_IN_PACKAGE = "saved_models/icassp_2022/nmp.onnx"  # under basic_pitch/ in its wheel
@@ -135,7 +135,8 @@ def faster_graph(model: bytes) -> bytes:
        float at a time), keeps 264 bins and transposes to [batch, 8, 172, 264]. The same data
        read as [batch, 1, 172, 309] (a reshape, no copy), concatenated on axis 1 and cut to 264
        bins is that tensor already, without the element-wise copy or the transpose.
-    Together 1.1-1.15x the stock graph's speed on one thread (bench/notes.py)."""
+    Together, on one thread, the model runs 1.05-1.15x as fast, the whole extractor 1.03-1.09x
+    (bench/notes.py, its row on the stock graph)."""
     import numpy as np
 
     proto = _onnx_proto()
