@@ -5,10 +5,11 @@ The model is the ONNX file inside basic-pitch's wheel (`saved_models/icassp_2022
 nothing is downloaded. basic-pitch's own inference (`basic_pitch.inference.predict`) reads the
 file with librosa and runs its model one 2 s window at a time; here the windows are cut the same
 way (22.05 kHz, 30 frames of overlap) from audio already decoded and run through onnxruntime in
-batches. The notes are then made by basic-pitch's own pure code
-(`note_creation.output_to_notes_polyphonic`, `model_frames_to_time`), so they are the notes its
-`predict` gives, without its TensorFlow/CoreML/TFLite back ends (which muscat does not install:
-see the README, Packaging).
+batches, on the model's graph with three spots that onnxruntime runs slowly rewritten
+(`faster_graph`: the same weights and operations, the same activations bit for bit). The notes
+are then made by basic-pitch's own pure code (`note_creation.output_to_notes_polyphonic`,
+`model_frames_to_time`), so they are the notes its `predict` gives, without its
+TensorFlow/CoreML/TFLite back ends (which muscat does not install: see the README, Packaging).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ OVERLAP_FRAMES = 30  # as basic_pitch.inference.run_inference
 FPS = MODEL_RATE / FFT_HOP  # 86.13 frames/s
 LOWEST_HZ, HIGHEST_HZ = 27.5, 4186.0  # A0 and C8: the model's 88 note bins
 # Windows per onnxruntime call. On one CPU thread a window costs the same batched or not (within
-# 5% from 1 to 16 here: bench/notes.py); 4 was the best and keeps the working set small.
+# 5% from 1 to 16 here; batch 4 against 1 at 0.99-1.04x with faster_graph: bench/notes.py).
 BATCH = 4
+STOCK_GRAPH = False  # True: nmp.onnx as it ships, without faster_graph's edits (bench/notes.py)
 MODEL_IN_PACKAGE = "saved_models/icassp_2022/nmp.onnx"  # under basic_pitch/ in its wheel
 _OUTPUTS = ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2", "StatefulPartitionedCall:0"]
 
@@ -71,6 +73,8 @@ def available(params: dict[str, Any]) -> str | None:
         return "basic-pitch is not installed (uv sync installs it)"
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (uv sync installs it)"
+    if importlib.util.find_spec("onnx") is None:  # its protobuf classes: faster_graph
+        return "onnx is not installed (uv sync installs it)"
     if not path.is_file():
         return f"the Basic Pitch model {path} is missing from its wheel"
     return None
@@ -83,14 +87,126 @@ def weights_fingerprint() -> str:
 
 
 @functools.cache
-def session() -> Any:
-    """One onnxruntime session per process, on one thread: the CPU workers are one per core."""
+def session(stock: bool = False) -> Any:
+    """One onnxruntime session per process, on one thread: the CPU workers are one per core. The
+    graph is nmp.onnx with `faster_graph`'s edits (the same values out, bit for bit), or as it
+    ships when `stock`. onnxruntime's defaults are kept: all graph optimisations (its NCHWc
+    convolutions; without them, ORT_ENABLE_EXTENDED, the model ran 0.77x) and sequential
+    execution, which on one thread is all there is."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+    model = model_path().read_bytes()
+    return ort.InferenceSession(model if stock else faster_graph(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _onnx_proto() -> Any:
+    """onnx's generated protobuf classes (onnx/onnx_ml_pb2.py), loaded without the onnx package's
+    __init__, which imports ml_dtypes and onnx.helper (1-2 s of every worker's start here) for
+    nothing `faster_graph` uses. protobuf keeps one descriptor per file, so a later `import onnx`
+    in the same process gets these same classes."""
+    spec = importlib.util.find_spec("onnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("onnx is not installed (uv sync installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "onnx_ml_pb2.py"
+    loaded = importlib.util.spec_from_file_location("muscat_onnx_ml_pb2", path)
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
+
+
+def faster_graph(model: bytes) -> bytes:
+    """nmp.onnx with three spots that onnxruntime's CPU kernels run slowly rewritten: the same
+    weights, the same operations on the same numbers, so the same values out, bit for bit
+    (tests/test_notes.py compares it with the stock graph on music). A model without these
+    spots (another basic-pitch) is returned as it is.
+
+    1. The batch normalisation after the CQT multiplies and adds [batch, 172, 309, 1] by
+       constants of shape [1]: onnxruntime broadcasts that element by element (1.5 ms for 53 k
+       numbers). As [1, 1, 1, 1] the same products run as one block (0.04 ms).
+    2. The CQT's normalisation multiplies [batch, 309, 172, 2] (real and imaginary parts) by a
+       constant [309, 1, 1]: spans of 1 element again. Repeated to [309, 1, 2], the same factor
+       for both parts, it broadcasts over the frames only.
+    3. The harmonic stacking concatenates eight [batch, 172, 309, 1] along the last axis (one
+       float at a time), keeps 264 bins and transposes to [batch, 8, 172, 264]. The same data
+       read as [batch, 1, 172, 309] (a reshape, no copy), concatenated on axis 1 and cut to 264
+       bins is that tensor already, without the element-wise copy or the transpose.
+    Together, on one thread, the model runs 1.05-1.15x as fast, the whole extractor 1.03-1.09x
+    (bench/notes.py, its row on the stock graph)."""
+    import numpy as np
+
+    proto = _onnx_proto()
+    graph_model = proto.ModelProto()
+    graph_model.ParseFromString(model)
+    graph = graph_model.graph
+    tensors = {t.name: t for t in graph.initializer}
+    users: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def constant(node: Any, dims: tuple[int, ...]) -> Any:
+        found = [tensors[i] for i in node.input if i in tensors and tuple(tensors[i].dims) == dims]
+        return found[0] if len(found) == 1 and len(users[found[0].name]) == 1 else None
+
+    def floats(tensor: Any) -> np.ndarray:
+        return np.frombuffer(tensor.raw_data, "<f4") if tensor.raw_data else np.array(tensor.float_data, np.float32)
+
+    norm = [n for n in graph.node if n.op_type in ("Mul", "Add")
+            and n.name.startswith("model_1/batch_normalization/FusedBatchNormV3;")]
+    scale = [n for n in graph.node if n.op_type == "Mul" and n.name.startswith("model_1/cq_t2010v2_1/mul_1;")]
+    stack = [n for n in graph.node if n.op_type == "Concat"
+             and n.name.startswith("model_1/harmonic-stacking-diff/concat;")]
+    scalars = [constant(n, (1,)) for n in norm]
+    factor = constant(scale[0], (309, 1, 1)) if len(scale) == 1 else None
+    cut = users.get(stack[0].output[0], []) if len(stack) == 1 else []
+    turn = users.get(cut[0].output[0], []) if len(cut) == 1 and cut[0].op_type == "Slice" else []
+
+    def ints(name: str) -> list[int]:
+        return np.frombuffer(tensors[name].raw_data, "<i8").tolist() if name in tensors else []
+
+    big = 2**31 - 1  # what tf2onnx writes for "to the end"
+    if (len(norm) != 2 or None in scalars or factor is None or len(turn) != 1  # (one stack, one cut)
+            or len(stack[0].input) != 8 or len(cut[0].input) != 4 or ints(cut[0].input[1]) != [0, 0, 0, 0]
+            or ints(cut[0].input[2]) != [big, big, 264, big] or ints(cut[0].input[3]) != [0, 1, 2, 3]
+            or turn[0].op_type != "Transpose"
+            or [list(a.ints) for a in turn[0].attribute if a.name == "perm"] != [[0, 3, 1, 2]]):
+        return model
+    for tensor in scalars:  # 1.
+        tensor.dims[:] = [1, 1, 1, 1]
+    repeated = np.repeat(floats(factor).reshape(309, 1, 1), 2, axis=2)  # 2.
+    del factor.float_data[:]
+    factor.dims[:] = [309, 1, 2]
+    factor.raw_data = repeated.astype("<f4").tobytes()
+
+    def integers(name: str, values: list[int]) -> str:
+        graph.initializer.append(proto.TensorProto(name=name, dims=[len(values)], data_type=proto.TensorProto.INT64,
+                                                   raw_data=np.array(values, "<i8").tobytes()))
+        return name
+
+    concat = stack[0]  # 3.
+    shape = integers("muscat/harmonic_planes", [-1, 1, 172, 309])
+    planes = [proto.NodeProto(op_type="Reshape", name=f"muscat/harmonic_plane_{i}", input=[name, shape],
+                              output=[f"muscat/harmonic_plane_{i}"]) for i, name in enumerate(concat.input)]
+    at = list(graph.node).index(concat)
+    for offset, node in enumerate(planes):  # just before the concat: the order stays topological
+        graph.node.insert(at + offset, node)
+    concat.input[:] = [p.output[0] for p in planes]
+    for attribute in concat.attribute:
+        if attribute.name == "axis":
+            attribute.i = 1
+    cut[0].input[1:] = [integers("muscat/bins_start", [0]), integers("muscat/bins_end", [264]),
+                        integers("muscat/bins_axis", [3])]
+    turn[0].op_type = "Identity"
+    del turn[0].attribute[:]
+    used = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:  # the cut's old bounds
+        graph.initializer.remove(tensor)
+    return graph_model.SerializeToString()
 
 
 class _OnDemand(types.ModuleType):
@@ -129,7 +245,8 @@ def to_model_rate(mono_44k: np.ndarray) -> np.ndarray:
     import numpy as np
     import soxr
 
-    return soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ").astype(np.float32)
+    resampled = soxr.resample(np.asarray(mono_44k, dtype=np.float32), 44100, MODEL_RATE, quality="HQ")
+    return resampled.astype(np.float32, copy=False)
 
 
 def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
@@ -139,25 +256,25 @@ def activations(signal: np.ndarray) -> dict[str, np.ndarray]:
 
     overlap = OVERLAP_FRAMES * FFT_HOP
     hop = WINDOW - overlap
-    padded = np.concatenate([np.zeros(overlap // 2, np.float32), signal.astype(np.float32)])
-    starts = range(0, len(padded), hop) if len(padded) else range(0, 1)
-    windows = np.zeros((len(starts), WINDOW, 1), np.float32)
-    for i, start in enumerate(starts):
-        piece = padded[start : start + WINDOW]
-        windows[i, : len(piece), 0] = piece
-    model = session()
-    parts: dict[str, list[np.ndarray]] = {"note": [], "onset": [], "contour": []}
-    for first in range(0, len(windows), BATCH):
+    lead = overlap // 2  # basic-pitch pads the start with half an overlap of silence
+    count = -(-(lead + len(signal)) // hop)  # a window every hop of the padded signal
+    windows = np.zeros((count, WINDOW, 1), np.float32)
+    for i in range(count):  # straight from the signal: no padded copy of it first
+        first = i * hop - lead
+        a, b = max(first, 0), min(first + WINDOW, len(signal))
+        windows[i, a - first : b - first, 0] = signal[a:b]
+    model = session(stock=STOCK_GRAPH)
+    trim = OVERLAP_FRAMES // 2
+    kept: dict[str, np.ndarray] = {}  # [windows, frames kept, bins]: each batch written in place
+    for first in range(0, count, BATCH):
         outputs = model.run(_OUTPUTS, {"serving_default_input_2:0": windows[first : first + BATCH]})
         for key, value in zip(("note", "onset", "contour"), outputs):
-            parts[key].append(value)
-    trim = OVERLAP_FRAMES // 2
+            middle = value[:, trim:-trim]  # as unwrap_output: half the overlap off each end
+            if key not in kept:
+                kept[key] = np.empty((count, *middle.shape[1:]), value.dtype)
+            kept[key][first : first + len(middle)] = middle
     frames = int(np.floor(len(signal) * (FPS / MODEL_RATE)))
-    result = {}
-    for key, chunks in parts.items():
-        stacked = np.concatenate(chunks)[:, trim:-trim, :]
-        result[key] = stacked.reshape(-1, stacked.shape[2])[:frames]
-    return result
+    return {key: value.reshape(-1, value.shape[2])[:frames] for key, value in kept.items()}
 
 
 def transcribe(signal: np.ndarray, params: dict[str, Any]) -> list[Note]:

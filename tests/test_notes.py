@@ -145,6 +145,29 @@ def test_the_notes_are_basic_pitch_own_predict_notes(tmp_path, extractors):
         assert (a, p) == (pytest.approx(c, abs=0.003), q) and b == pytest.approx(d, abs=0.015)
 
 
+def test_the_faster_graph_gives_the_stock_graphs_activations_bit_for_bit(monkeypatch):
+    """faster_graph rewrites three spots of nmp.onnx that onnxruntime runs slowly; on music
+    (chords, then a bass line over drums: 22 s, 14 windows, so batches of 4 and a last one of 2)
+    every note, onset and contour activation is the stock graph's, bit for bit."""
+    bass, _ = line(BASS_LINE, 0.45, 0.05, BASS, 0.4, 1.0)
+    music = np.concatenate([chord_progression(), 0.7 * (bass + drum_pattern(len(bass)))])[:, 0]
+    signal = bp.to_model_rate(music)
+    stock = bp.model_path().read_bytes()
+    faster = bp.faster_graph(stock)
+    graph = bp._onnx_proto().ModelProto.FromString(faster).graph  # basic-pitch 0.4.0 has all three:
+    assert sorted(tuple(t.dims) for t in graph.initializer if t.name in {i for n in graph.node if n.name.startswith(
+        ("model_1/batch_normalization/FusedBatchNormV3;", "model_1/cq_t2010v2_1/mul_1;")) for i in n.input}) == \
+        [(1, 1, 1, 1), (1, 1, 1, 1), (309, 1, 2)]
+    assert sum(n.name.startswith("muscat/harmonic_plane_") for n in graph.node) == 8
+    assert bp.faster_graph(faster) == faster  # a graph without them is left as it is
+    ours = bp.activations(signal)
+    monkeypatch.setattr(bp, "STOCK_GRAPH", True)
+    theirs = bp.activations(signal)
+    assert len(ours["note"]) == int(len(signal) * bp.FPS / bp.MODEL_RATE)
+    for key in ("note", "onset", "contour"):
+        assert ours[key].dtype == theirs[key].dtype and np.array_equal(ours[key], theirs[key]), key
+
+
 def place_stems(artifacts: Path, source: Path, audio_id: str, stems: dict[str, np.ndarray]) -> Upstream:
     """Stems laid out and handed over as a finished demucs run's are."""
     folder = track_folder(str(artifacts), "tiny", str(source), audio_id)
