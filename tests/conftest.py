@@ -43,6 +43,19 @@ def db(settings: catalog.Settings):
     database.close()
 
 
+# The suite runs in parallel processes (pytest-xdist: `-n auto --dist loadgroup` in pyproject.toml),
+# each test file in one process, so that a file's module fixtures (a Ray cluster, encoded
+# libraries) are made once; files sharing a session fixture form one group.
+SHARED_GROUPS = {"test_similar": "pieces", "test_plot": "pieces", "test_report": "pieces"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(item.path.stem, item.path.stem)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     # DuckDB connections still referenced at interpreter exit make its bindings print leak
     # warnings after pytest's summary: free them while the interpreter is whole.
