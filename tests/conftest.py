@@ -49,6 +49,12 @@ def db(settings: catalog.Settings):
 SHARED_GROUPS = {"test_similar": "pieces", "test_plot": "pieces", "test_report": "pieces"}
 
 
+def pytest_xdist_auto_num_workers(config):
+    # A process more than there are cores: the tests wait (for muscat's processes to start, for
+    # Ray, for watch's settle time, between the kills of the crash tests) about a third of the time.
+    return len(os.sched_getaffinity(0)) + 1
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
