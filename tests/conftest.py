@@ -71,8 +71,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def run_muscat(*args: str, db: Path | None = None, cwd: Path | None = None, env: dict | None = None,
-               timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run the installed `muscat` console script, as a user would."""
+               timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run the installed `muscat` console script, as a user would. The timeout guards against a
+    hang; it is generous because the suite runs in parallel processes on few cores."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("MUSCAT_DB", "MUSCAT_CONFIG")}
     full_env.update(env or {})
     cmd = [str(MUSCAT)] + (["--db", str(db)] if db else []) + list(args)
