@@ -43,6 +43,25 @@ def db(settings: catalog.Settings):
     database.close()
 
 
+# The suite runs in parallel processes (pytest-xdist: `-n auto --dist loadgroup` in pyproject.toml),
+# each test file in one process, so that a file's module fixtures (a Ray cluster, encoded
+# libraries) are made once; files sharing a session fixture form one group.
+SHARED_GROUPS = {"test_similar": "pieces", "test_plot": "pieces", "test_report": "pieces"}
+
+
+def pytest_xdist_auto_num_workers(config):
+    # A process more than there are cores: the tests wait (for muscat's processes to start, for
+    # Ray, for watch's settle time, between the kills of the crash tests) about a third of the time.
+    return len(os.sched_getaffinity(0)) + 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(item.path.stem, item.path.stem)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     # DuckDB connections still referenced at interpreter exit make its bindings print leak
     # warnings after pytest's summary: free them while the interpreter is whole.
@@ -52,8 +71,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def run_muscat(*args: str, db: Path | None = None, cwd: Path | None = None, env: dict | None = None,
-               timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run the installed `muscat` console script, as a user would."""
+               timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run the installed `muscat` console script, as a user would. The timeout guards against a
+    hang; it is generous because the suite runs in parallel processes on few cores."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("MUSCAT_DB", "MUSCAT_CONFIG")}
     full_env.update(env or {})
     cmd = [str(MUSCAT)] + (["--db", str(db)] if db else []) + list(args)

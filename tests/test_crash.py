@@ -165,10 +165,12 @@ def extract_campaign(tmp_path: Path, seed: int, trials: int) -> None:
     files = 4 if trials == SHORT else 8  # the short run: half the files, half the time
     root, db = extraction_library(tmp_path, files, gpu_worker=seed % 2 == 0)  # even seeds: killed with it
     assert run_muscat("scan", str(root), db=db).returncode == 0
+    killed = []
     for trial in range(trials):
         proc = start(db, "extract", "--workers", "2")
         time.sleep(rng.uniform(0.5, 6.0))
         kill(proc, rng)
+        killed.append(proc.pid)
         check_after_kill(db, seed, trial)
     result = run_muscat("extract", "--workers", "2", db=db, timeout=300)
     assert result.returncode == 0, f"seed {seed}: {result.stderr}"
@@ -180,9 +182,14 @@ def extract_campaign(tmp_path: Path, seed: int, trials: int) -> None:
     assert rows(database, "SELECT count(*) FROM artifacts WHERE kind LIKE 'stem:%'") == [(files * 4,)]
     assert rows(database, "SELECT count(*) FROM artifacts WHERE kind = 'midi'") == [(files * 2,)]  # notes, bass_notes
     if seed % 2 == 0:  # the last run's GPU worker swept what the killed ones left in /dev/shm and /tmp
-        from catalog.gpu_worker import sweep_leftovers
+        import tempfile
 
-        assert sweep_leftovers() == 0
+        from catalog.gpu_worker import tag_of
+
+        left = [p for pid in killed for folder, pattern in (("/dev/shm", tag_of(pid) + "*"),
+                                                            (tempfile.gettempdir(), f"muscat-gpu-{pid}-*"))
+                for p in Path(folder).glob(pattern)]
+        assert left == [], f"seed {seed}"
 
 
 @pytest.mark.parametrize("seed", [2])

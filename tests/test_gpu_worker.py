@@ -20,7 +20,7 @@ from models import adtof_checkpoint, tiny_demucs_repo
 
 import catalog
 from catalog.config import Settings
-from catalog.gpu_worker import GpuClient, GpuError, GpuWorker, GpuWorkerLost, pack
+from catalog.gpu_worker import GpuClient, GpuError, GpuWorker, GpuWorkerLost, pack, tag_of
 from catalog.gpu_worker import _release as release
 
 # A staged extractor whose "model" doubles its items, slowly if asked, and fails on request.
@@ -83,7 +83,8 @@ def doubler(tmp_path, monkeypatch):
 
 
 def shared_memory() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("muscat-*")}
+    """This process's blocks (the GPU workers here serve it): tests in other processes make theirs."""
+    return {p.name for p in Path("/dev/shm").glob(tag_of(os.getpid()) + "*")}
 
 
 def gpu_worker(tmp_path, batch: int, timeout: float = 600.0, **doubler) -> GpuWorker:
