@@ -14,7 +14,6 @@ see the README, Packaging).
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import io
 import sys
@@ -22,6 +21,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from catalog.blake2 import blake2b
 
 if TYPE_CHECKING:  # numpy is imported where it is used: `muscat status` lists extractors without it
     import numpy as np
@@ -79,7 +80,7 @@ def available(params: dict[str, Any]) -> str | None:
 def weights_fingerprint() -> str:
     path = model_path()
     assert path is not None
-    return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    return blake2b(path.read_bytes(), digest_size=8).hexdigest()
 
 
 @functools.cache
