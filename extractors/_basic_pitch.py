@@ -80,7 +80,14 @@ def available(params: dict[str, Any]) -> str | None:
 def weights_fingerprint() -> str:
     path = model_path()
     assert path is not None
-    return blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    st = path.stat()
+    return _content_fingerprint(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.cache
+def _content_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    # Once per process and state of the file: notes and bass_notes both ask, each `muscat status`.
+    return blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
 
 
 @functools.cache
