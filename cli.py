@@ -62,7 +62,7 @@ def _clear_progress() -> None:
 _console = False  # run() is the caller: this process ends when the command does
 _quick_running = False  # a command marked by _ends_quickly runs
 _quick_exit = False  # such a command finished: run() may exit at once
-_kept: list[Any] = []  # databases such a command opened, from the console script (Context.database)
+_kept: list[catalog.Database] = []  # what such a command opened from the console script (Context.database)
 
 
 def _ends_quickly(command: Callable) -> Callable:
