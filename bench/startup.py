@@ -12,7 +12,14 @@ first run that is not counted: an installed muscat runs from compiled bytecode (
 install, as `uv sync --compile-bytecode` does). With PYTHONDONTWRITEBYTECODE set and no cache,
 every module is compiled from source at each start; --no-bytecode measures that.
 
-    uv run python bench/startup.py [--runs 15] [--files 50] [--no-bytecode]
+With --before REV, `muscat status` and `muscat sql` are also timed at that commit (exported with
+`git archive`, run with this environment's packages and its CLI's `main()`, as its console script
+did), in the same rotation on the same catalogue, and the ratios of this tree's medians to
+those are printed: a change measured against what it changes, under the same load. (A REV
+whose views or extractors differ from this tree's would rewrite the catalogue at each turn: for
+commits that share them.)
+
+    uv run python bench/startup.py [--runs 15] [--files 50] [--no-bytecode] [--before REV]
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkout import MUSCAT_AT, export  # noqa: E402
 
 BIN = Path(sys.executable).parent
 QUERY = "SELECT count(*) FROM library"
@@ -53,6 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--no-bytecode", action="store_true", help="compile every module at each start")
+    parser.add_argument("--before", metavar="REV", help="also time status and sql at this commit")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="muscat-bench-"))
@@ -73,17 +84,23 @@ def main() -> None:
         muscat = [str(BIN / "muscat"), "--db", str(db)]
         subprocess.run(muscat + ["scan", str(library)], env=env, check=True, stdout=subprocess.DEVNULL)
         commands = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "duckdb CLI, same query": [str(BIN / "duckdb"), "-readonly", str(db), "-c", QUERY],
-            "muscat status": muscat + ["status"],
-            "muscat sql, same query": muscat + ["sql", QUERY],
+            "python -c pass": ([sys.executable, "-c", "pass"], env),
+            "duckdb CLI, same query": ([str(BIN / "duckdb"), "-readonly", str(db), "-c", QUERY], env),
+            "muscat status": (muscat + ["status"], env),
+            "muscat sql, same query": (muscat + ["sql", QUERY], env),
         }
-        for command in commands.values():  # writes the bytecode cache and the extractors' record
-            timed(command, env)
+        if args.before:
+            commit = export(args.before, work / "before")
+            before_env = {**env, "PYTHONPATH": str(work / "before")}
+            before = MUSCAT_AT + ["--db", str(db)]
+            commands[f"status at {commit}"] = (before + ["status"], before_env)
+            commands[f"sql at {commit}"] = (before + ["sql", QUERY], before_env)
+        for command, command_env in commands.values():  # writes the bytecode cache and the extractors' record
+            timed(command, command_env)
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(args.runs):
-            for name, command in commands.items():
-                figures[name].append(timed(command, env))
+            for name, (command, command_env) in commands.items():
+                figures[name].append(timed(command, command_env))
 
         load = os.getloadavg()[0]
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -100,6 +117,10 @@ def main() -> None:
             wall, cpu = medians[name]
             print(f"{name}: {wall / duck[0]:.2f}x the DuckDB CLI's wall time, {wall - python[0]:.3f} s more than "
                   f"Python starting; target < 0.3 s: {'ok' if wall < 0.3 else 'MISSED'}")
+        if args.before:
+            for name, old in (("muscat status", f"status at {commit}"), ("muscat sql, same query", f"sql at {commit}")):
+                (wall, cpu), (old_wall, old_cpu) = medians[name], medians[old]
+                print(f"{name}: {wall / old_wall:.2f}x the wall time at {commit}, {cpu / old_cpu:.2f}x its CPU time")
 
         trace = subprocess.run([sys.executable, "-X", "importtime", str(BIN / "muscat"), "--db", str(db), "status"],
                                env=env, capture_output=True, text=True).stderr

@@ -34,7 +34,6 @@ change that can alter outputs.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import json
 import math
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
+from .blake2 import blake2b
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class LoadedExtractor:
 
 def params_hash(params: dict[str, Any], weights_fingerprint: str | None = None) -> str:
     canonical = json.dumps({"params": params, "weights": weights_fingerprint}, sort_keys=True, default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+    return blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 def effective_params(declaration: Extractor, overrides: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:

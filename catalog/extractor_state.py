@@ -7,12 +7,12 @@ Commands call `sync()` first; it writes only when something changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from .blake2 import blake2b
 from .clock import utc_now
 from .extractor import LoadedExtractor
 
@@ -49,7 +49,7 @@ def _state(extractors: list[LoadedExtractor]) -> list[dict]:
 def _digest(extractors: list[LoadedExtractor]) -> str:
     # The template is part of it: a muscat whose track_features differs rewrites the view.
     text = json.dumps(_state(extractors), sort_keys=True, default=str) + TEMPLATE.read_text()
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def sync_extractors(db: Database, settings: Settings) -> None:

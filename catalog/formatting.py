@@ -8,13 +8,22 @@ values (LIST, ARRAY, STRUCT, MAP) are JSON text in CSV, and JSON arrays and obje
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
+import sys
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any, Sequence
+
+# csv is imported where CSV is written, and decimal not by this module (_decimal_type): `muscat
+# status` prints tables of ints and strings, and the two cost ~2 ms of its start-up.
+
+
+def _decimal_type() -> type | None:
+    """decimal.Decimal, if the module is loaded: no Decimal value exists before it is (DuckDB
+    imports it to make one), so without it nothing needs telling apart."""
+    module = sys.modules.get("decimal")
+    return module.Decimal if module is not None else None
 
 
 def _json_key(key: Any) -> str:
@@ -35,7 +44,8 @@ def _json_scalar(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else "null"
-    if isinstance(value, Decimal):
+    decimal = _decimal_type()
+    if decimal is not None and isinstance(value, decimal):
         return str(value) if value.is_finite() else "null"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return json.dumps(bytes(value).hex())
@@ -116,6 +126,8 @@ def _csv_cell(value: Any) -> str:
 
 
 def rows_to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    import csv
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -130,9 +142,11 @@ def rows_to_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric
     for row in cells:
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
+    decimal = _decimal_type()
+    numbers = (int, float) if decimal is None else (int, float, decimal)
     right = [
         numeric_right and bool(rows)
-        and all(isinstance(r[i], (int, float, Decimal)) and not isinstance(r[i], bool) or r[i] is None for r in rows)
+        and all(isinstance(r[i], numbers) and not isinstance(r[i], bool) or r[i] is None for r in rows)
         for i in range(len(columns))
     ]
 

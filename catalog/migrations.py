@@ -12,10 +12,10 @@ This module knows the catalogue only as the `Catalogue` protocol below (catalog/
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .blake2 import blake2b
 from .clock import utc_now
 from .errors import DatabaseError
 
@@ -55,7 +55,7 @@ def _version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _views_digest() -> str:
-    digest = hashlib.blake2b(digest_size=16)
+    digest = blake2b(digest_size=16)
     for path in VIEWS:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

@@ -21,7 +21,6 @@ model repo: `demucs -n htdemucs_ft --repo FOLDER` reads it too, without network.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -116,6 +115,8 @@ def sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _hashed:
+        import hashlib  # here: OpenSSL is loaded only where a sha256 is computed
+
         digest = hashlib.sha256()
         with path.open("rb") as f:
             while block := f.read(1 << 20):

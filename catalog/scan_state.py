@@ -39,15 +39,13 @@ This module must stay light: it is what a no-change rescan imports besides the w
 
 from __future__ import annotations
 
-try:  # blake2b without hashlib, which loads OpenSSL: a no-change rescan's start-up counts
-    from _blake2 import blake2b
-except ImportError:  # an interpreter without the module
-    from hashlib import blake2b
 import json
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+
+from .blake2 import blake2b
 
 if TYPE_CHECKING:
     from datetime import datetime

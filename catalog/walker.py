@@ -22,16 +22,14 @@ rescan the walkers read no file.
 
 from __future__ import annotations
 
-try:  # blake2b without hashlib, which loads OpenSSL: a no-change rescan's start-up counts
-    from _blake2 import blake2b
-except ImportError:  # an interpreter without the module
-    from hashlib import blake2b
 import os
 import stat as stat_module
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
+
+from .blake2 import blake2b
 
 # Records inside a listing blob are NUL-separated fields: NUL is the one byte that cannot occur
 # in a file name, so names with newlines, quotes or invalid UTF-8 round-trip exactly.

@@ -15,7 +15,6 @@ TensorFlow/CoreML/TFLite back ends (which muscat does not install: see the READM
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import io
 import sys
@@ -23,6 +22,8 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from catalog.blake2 import blake2b
 
 if TYPE_CHECKING:  # numpy is imported where it is used: `muscat status` lists extractors without it
     import numpy as np
@@ -83,7 +84,14 @@ def available(params: dict[str, Any]) -> str | None:
 def weights_fingerprint() -> str:
     path = model_path()
     assert path is not None
-    return hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    st = path.stat()
+    return _content_fingerprint(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.cache
+def _content_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    # Once per process and state of the file: notes and bass_notes both ask, each `muscat status`.
+    return blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
 
 
 @functools.cache

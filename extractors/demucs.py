@@ -27,11 +27,11 @@ draws them per member).
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
 from catalog.artifacts import track_folder, write_atomically
+from catalog.blake2 import blake2b
 from catalog.extractor import Artifact, Extractor, Made, Output
 
 STEMS = ("drums", "bass", "other", "vocals")
@@ -135,7 +135,9 @@ def weights_fingerprint(params):  # type: ignore[no-untyped-def]
     """The model files' identity, whichever folder holds them: a `.th` whose name carries its
     checksum by name and size (fetching it again, or copying the folder, changes nothing), a bag's
     `.yaml` by its content, any other file by name, size and modification time."""
-    digest = hashlib.blake2b(digest_size=8)
+    import hashlib  # here, for the sha256: OpenSSL is loaded only when demucs's models are there
+
+    digest = blake2b(digest_size=8)
     for path in sorted(_model_files(_repo(params), params["model"])):
         st = path.stat()
         if path.suffix == ".yaml":

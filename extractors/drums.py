@@ -17,11 +17,11 @@ listens to the drums stem when demucs separated one, else to the mix. It runs in
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from pathlib import Path
 
 from catalog.artifacts import track_folder, write_atomically
+from catalog.blake2 import blake2b
 from catalog.extractor import Artifact, Extractor, Made, Output
 
 CLASSES = ("kick", "snare", "tom", "hihat", "cymbal")
@@ -163,7 +163,7 @@ def available(params):  # type: ignore[no-untyped-def]
 
 
 def weights_fingerprint(params):  # type: ignore[no-untyped-def]
-    return hashlib.blake2b(_weights(params).read_bytes(), digest_size=8).hexdigest()
+    return blake2b(_weights(params).read_bytes(), digest_size=8).hexdigest()
 
 
 def load_model(params, device: str):  # type: ignore[no-untyped-def]

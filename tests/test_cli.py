@@ -10,7 +10,7 @@ import sys
 from decimal import Decimal
 
 import pytest
-from conftest import REPO, rows, run_muscat
+from conftest import MUSCAT, REPO, rows, run_muscat
 
 import catalog
 
@@ -196,10 +196,12 @@ def test_status_and_sql_do_not_load_heavy_modules(scanned):
     # importlib.metadata (with email): plugins are found by reading entry_points.txt files
     # (catalog/registry.py); chromaprint: its module loads libchromaprint and FFmpeg's libraries,
     # its availability is looked up without that (extractors/chromaprint.py); shutil, logging:
-    # only where a file is copied or Basic Pitch is run.
+    # only where a file is copied or Basic Pitch is run. hashlib (OpenSSL): blake2b comes from
+    # catalog/blake2.py; csv and decimal: only CSV output and DECIMAL values need them.
     heavy = ("torch", "essentia", "demucs", "sqlmodel", "sqlalchemy", "duckdb_engine", "pyarrow", "numpy",
              "pandas", "soundfile", "av", "mutagen", "watchdog", "tqdm", "ray", "duckdb", "urllib.request",
-             "http.client", "importlib.metadata", "email", "chromaprint", "ctypes", "shutil", "logging")
+             "http.client", "importlib.metadata", "email", "chromaprint", "ctypes", "shutil", "logging",
+             "hashlib", "_hashlib", "csv", "decimal")
     # Each DuckDB instance costs ~35 ms of CPU to start: status and sql read through one.
     probe = f"""
 import sys
@@ -230,3 +232,24 @@ print(sorted(m for m in HEAVY if m in sys.modules))
                              capture_output=True, text=True).stdout
         assert out.strip().splitlines()[-1] == "[]", (cmd, out)
         assert out.strip().splitlines()[-2] == "instances 1", (cmd, out)
+
+
+def test_status_and_sql_end_quickly_with_all_their_output(scanned):
+    """The console script ends status and sql with os._exit (cli.run): what they print is
+    flushed first, in full, with the exit status it always had; a failure ends the usual way."""
+    path, _, files = scanned
+    big = run_muscat("sql", "SELECT range AS n, repeat('x', 50) AS pad FROM range(200000)", "--format", "csv", db=path)
+    lines = big.stdout.splitlines()
+    assert big.returncode == 0 and big.stderr == ""
+    assert lines[0] == "n,pad" and len(lines) == 200001 and lines[-1] == f"199999,{'x' * 50}"
+    shown = run_muscat("status", db=path)
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert shown.stdout.splitlines()[-1].startswith("spectral")  # the last table's last row
+    counts = json.loads(run_muscat("status", "--json", db=path).stdout)
+    assert counts["files"]["present"] == len(files["good"] + files["broken"])
+    # Through a pipe that closes early (`| head -1`): the same as before, no traceback.
+    head = subprocess.run(f"'{MUSCAT}' --db '{path}' sql 'SELECT * FROM range(300000)' | head -1",
+                          shell=True, capture_output=True, text=True)
+    assert head.stdout.split() == ["range"] and "Traceback" not in head.stderr
+    failed = run_muscat("sql", "SELECT no_such_column FROM library", db=path)
+    assert failed.returncode == 2 and "no_such_column" in failed.stderr
