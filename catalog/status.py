@@ -41,11 +41,7 @@ waiting AS (  -- pending: present files to probe, then audio x enabled and avail
               WHERE audio_id IS NOT NULL AND changed_at <= probed_at) a
         CROSS JOIN extractor_current c
         WHERE c.scope = 'audio' AND c.enabled AND c.available
-          AND NOT EXISTS (
-              SELECT 1 FROM runs r
-              WHERE r.audio_id = a.audio_id AND r.extractor = c.extractor
-                AND (r.status = 'ok' OR (r.version = c.version AND r.params_hash = c.params_hash))
-          )
+          AND NOT has_counted_run(a.audio_id, c.extractor, c.version, c.params_hash)
         GROUP BY c.extractor
     )
     GROUP BY extractor

@@ -90,11 +90,7 @@ FROM (
 ) a
 CROSS JOIN extractor_current c
 WHERE c.scope = 'audio' AND c.enabled AND c.available
-  AND NOT EXISTS (
-      SELECT 1 FROM runs r
-      WHERE r.audio_id = a.audio_id AND r.extractor = c.extractor
-        AND (r.status = 'ok' OR (r.version = c.version AND r.params_hash = c.params_hash))
-  );
+  AND NOT has_counted_run(a.audio_id, c.extractor, c.version, c.params_hash);
 
 -- stale: results shown from an older extractor identity or from an outdated input (contract),
 -- per present file, with why: `version` (the extractor's version changed), `params` (an
