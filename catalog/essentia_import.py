@@ -1,7 +1,7 @@
 """`essentia.standard` without the cost of making all of Essentia's algorithms at import.
 
 `import essentia.standard` makes a Python class for each of Essentia's ~290 algorithms, and to
-make one it instantiates the C++ algorithm to read its documentation: about 1.4 s of CPU, in
+make one it instantiates the C++ algorithm to read its documentation: 1.6 s of CPU (0.3 s here), in
 every worker before its first file, though the CPU set uses a dozen of them. `load()` imports the
 same module with Essentia's own class factory (`_create_essentia_class`) left to make each class
 when it is first asked for (a module `__getattr__`, PEP 562). The classes are Essentia's, made by
