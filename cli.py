@@ -129,8 +129,7 @@ def _print_scan(report: Any, as_json: bool) -> int:
 
         click.echo(formatting.to_json(report.to_json()))
     else:
-        counts = report.to_json()
-        click.echo(", ".join(f"{n:,} {name}" for name, n in counts.items()))
+        click.echo(report.summary())
     return EXIT_SOME_FAILED if report.errors else EXIT_OK
 
 
@@ -231,7 +230,7 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
         signal.signal(signum, lambda *_: stopping.set())
 
     report = watcher.start()
-    log("scanned: " + ", ".join(f"{n:,} {k}" for k, n in report.to_json().items()))
+    log("scanned: " + report.summary())
     for root, reason in report.offline:
         log(f"{root}: {reason}; left as it was, nothing marked missing")
     seen_failures = 0

@@ -17,7 +17,10 @@ heavy parts (torch, essentia) it does not need.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

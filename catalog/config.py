@@ -11,9 +11,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_DB = "muscat.duckdb"
 # Where Demucs publishes its models (demucs.pretrained.ROOT_URL); `[models] demucs_url` replaces it.

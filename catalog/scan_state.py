@@ -43,12 +43,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+
+TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
 
 from .blake2 import blake2b
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from typing import Any, Sequence
 
     from .config import Settings
     from .walker import Walk

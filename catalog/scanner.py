@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
 
 # Only what a no-change rescan needs is imported here (it opens no catalogue: see
 # catalog/scan_state.py); tags, identity hashing, the clock and the database come when used.
@@ -40,6 +41,8 @@ from . import scan_state, walker
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
+    from typing import Any, Callable, Iterable
 
     import duckdb
 
@@ -70,6 +73,10 @@ class ScanReport:
     @property
     def errors(self) -> int:
         return len(self.problems) + len(self.offline)
+
+    def summary(self) -> str:
+        """The counts as `muscat scan` prints them: "3 added, 0 changed, ..."."""
+        return ", ".join(f"{n:,} {name}" for name, n in self.to_json().items())
 
     def to_json(self) -> dict[str, int]:
         return {
@@ -116,23 +123,56 @@ def scan(
     # The scan state can stand for the catalogue only for a whole, plain scan, as the CLI's.
     stateful = recursive and defer is None and inline_tags == 0
     state_key = scan_state.key(roots, settings) if stateful else None
-    state = scan_state.load(db.path, state_key) if state_key is not None else None
     walks = None
-    if state is not None:
-        # The roots are all known to the catalogue (the state's scan registered them): no tags
-        # to read in the walk. Walked as a rescan would be, in this process when the library is
-        # small (forking walkers costs more than they save there); compared with the state.
-        skip = [str(settings.artifacts_dir)]
-        if sum(files for files, _ in state["walk"]) < INLINE_WALK_FILES:
-            walks = [walker.walk(r, settings.audio_extensions, skip, progress) for r in roots]
-        else:
-            walks = walker.start_walk(roots, settings.audio_extensions, skip, progress,
-                                      processes=min(4, os.cpu_count() or 1), read_tags=[False] * len(roots)).result()
-        summary = scan_state.walk_summary(walks)
-        if summary is not None and summary == state["walk"]:
-            scan_state.save(db.path, state_key, summary, state["roots"], scan_state.stamp(), state["catalogue"])
-            return ScanReport(unchanged=sum(files for files, _ in summary), from_state=True)
+    if state_key is not None:
+        report, walks = _against_state(db.path, roots, settings, state_key, progress)
+        if report is not None:
+            return report
     return _scan(db, roots, settings, progress, allow_empty, recursive, defer, inline_tags, walks, state_key)
+
+
+def answer_from_state(paths: Iterable[str | os.PathLike[str]], settings: Settings) -> ScanReport | None:
+    """A plain rescan (as `muscat scan PATH...`) of a small library, answered from the scan
+    state alone when the walk finds nothing changed: the catalogue is not opened, as in `scan`.
+    None when the scan must run (no state for these roots and settings, a change, a library of
+    INLINE_WALK_FILES or more). The console script asks this before it loads the command line
+    (console.py)."""
+    roots = list(dict.fromkeys(normalise_root(p) for p in paths))
+    report, _ = _against_state(settings.db_path, roots, settings, scan_state.key(roots, settings), None,
+                               small_only=True)
+    return report
+
+
+def _against_state(
+    db_path: Path,
+    roots: list[str],
+    settings: Settings,
+    state_key: dict[str, Any],
+    progress: Callable[[int, int], None] | None,
+    small_only: bool = False,
+) -> tuple[ScanReport | None, list[walker.Walk] | None]:
+    """Walk and compare with the scan state: (the report, the walks) when nothing changed,
+    (None, the walks) for the normal path to reconcile, (None, None) when there is no state
+    (or, with `small_only`, the library is not small)."""
+    state = scan_state.load(db_path, state_key)
+    if state is None:
+        return None, None
+    # The roots are all known to the catalogue (the state's scan registered them): no tags to
+    # read in the walk. Walked as a rescan would be, in this process when the library is small
+    # (forking walkers costs more than they save there).
+    skip = [str(settings.artifacts_dir)]
+    if sum(files for files, _ in state["walk"]) < INLINE_WALK_FILES:
+        walks = [walker.walk(r, settings.audio_extensions, skip, progress) for r in roots]
+    elif small_only:
+        return None, None
+    else:
+        walks = walker.start_walk(roots, settings.audio_extensions, skip, progress,
+                                  processes=min(4, os.cpu_count() or 1), read_tags=[False] * len(roots)).result()
+    summary = scan_state.walk_summary(walks)
+    if summary is None or summary != state["walk"]:
+        return None, walks
+    scan_state.save(db_path, state_key, summary, state["roots"], scan_state.stamp(), state["catalogue"])
+    return ScanReport(unchanged=sum(files for files, _ in summary), from_state=True), walks
 
 
 def _scan(

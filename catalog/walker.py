@@ -27,9 +27,12 @@ import stat as stat_module
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
 
 from .blake2 import blake2b
+
+TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Sequence
 
 # Records inside a listing blob are NUL-separated fields: NUL is the one byte that cannot occur
 # in a file name, so names with newlines, quotes or invalid UTF-8 round-trip exactly.
