@@ -220,7 +220,7 @@ def watch(obj: Context, paths: tuple[str, ...], no_extract: bool, settle: float,
         click.echo(f"{clock.strftime('%H:%M:%S')} {message}", err=True)
 
     engine = None if no_extract else catalog.Engine(database, settings, keep_results_when_locked=True,
-                                                        halt_when_out_of_space=False)
+                                                        halt_when_out_of_space=False, prompt_results=True)
     if engine is not None:
         engine.size = workers
     watcher = catalog.Watcher(database, settings, list(paths), settle=settle, poll=poll,

@@ -29,7 +29,7 @@ from .extractor import LoadedExtractor
 from .protocol import (Changed, Done, Event, Identified, Job, NoSpace, Rekeyed, Result, RunThese, Unreadable,
                        Vanished, WorkerLost)
 from .registry import PROBE, load_extractors
-from .writer import Probed, ResultWriter, Run
+from .writer import WRITE_SHARE, Probed, ResultWriter, Run
 
 if TYPE_CHECKING:
     from .database import Database
@@ -242,7 +242,7 @@ class Engine:
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
                  retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
                  keep_results_when_locked: bool = False, stale: bool = False,
-                 halt_when_out_of_space: bool = True) -> None:
+                 halt_when_out_of_space: bool = True, prompt_results: bool = False) -> None:
         from . import extractor_state
 
         self.db = db
@@ -255,7 +255,10 @@ class Engine:
         self.retry_failed = retry_failed
         self.progress = progress
         self.report = ExtractReport()
-        self.writer = ResultWriter(db, keep_when_locked=keep_results_when_locked)
+        # A batch run writes as often as the writes' cost allows; `prompt_results` (watch) writes
+        # each result within a second.
+        self.writer = ResultWriter(db, keep_when_locked=keep_results_when_locked,
+                                   write_share=None if prompt_results else WRITE_SHARE)
         self.queue: deque[Job] = deque()
         self.paths: dict[int, str] = {}  # job_id -> display path
         self.queued: set[tuple[bool, int]] = set()  # (probe?, file_id) of jobs waiting or running

@@ -74,12 +74,20 @@ def _interrupts_deferred() -> Iterator[None]:
 # How long one flush waits for a catalogue held by another process before it keeps its results
 # for the next flush (the coordinator goes on handling workers and events meanwhile).
 FLUSH_PATIENCE_S = 0.5
+# The share of the coordinator's time that flushes may take in a batch run: after a flush of d
+# seconds the next waits at least d / WRITE_SHARE (and at least `flush_seconds`). Each flush
+# costs a fixed attach and checkpoint (~0.05-0.1 s here, more as the catalogue grows) besides
+# its rows, and the coordinator shares the cores with the workers: at one flush a second the
+# flushes took 4 s of CPU from a 12-file run of two workers on two cores (1.6 s at this share).
+WRITE_SHARE = 0.02
 # While the catalogue stays held, say so again this often.
 LOCK_REMINDER_S = 30.0
 
 
 class ResultWriter:
-    """Buffers results and writes them in batches.
+    """Buffers results and writes them in batches: every `flush_seconds` or `flush_runs` runs,
+    or, with `write_share`, less often while flushes take long (see WRITE_SHARE; None: results
+    are written within `flush_seconds` whatever that costs, for `watch`, where someone waits).
 
     A catalogue held by another process is waited out: results stay in memory and each flush
     tries again (callers stop taking new work once `max_buffered` results wait, so memory stays
@@ -89,7 +97,8 @@ class ResultWriter:
     """
 
     def __init__(self, db: Database, flush_seconds: float = 1.0, flush_runs: int = 500,
-                 keep_when_locked: bool = False, max_buffered: int = 20000) -> None:
+                 keep_when_locked: bool = False, max_buffered: int = 20000,
+                 write_share: float | None = WRITE_SHARE) -> None:
         self.db = db
         self.keep_when_locked = keep_when_locked
         self.max_buffered = max_buffered
@@ -97,12 +106,14 @@ class ResultWriter:
         self._told_at: float | None = None
         self.flush_seconds = flush_seconds
         self.flush_runs = flush_runs
+        self.write_share = write_share
         self.host = socket.gethostname()
         self.runs: list[Run] = []
         self.probed: list[Probed] = []
         self.reprobe: list[int] = []  # files whose content changed since they were probed
         self.rekeys: dict[str, str] = {}  # audio ids carried over to the packets rule: old -> new
         self._last_flush = time.monotonic()
+        self._interval = flush_seconds  # until the next flush, as the last one's cost allows
 
     def add_run(self, run: Run) -> None:
         self.runs.append(run)
@@ -122,7 +133,7 @@ class ResultWriter:
 
     def maybe_flush(self) -> None:
         if self.buffered and (
-            len(self.runs) >= self.flush_runs or time.monotonic() - self._last_flush >= self.flush_seconds
+            len(self.runs) >= self.flush_runs or time.monotonic() - self._last_flush >= self._interval
         ):
             self.flush()
 
@@ -166,6 +177,7 @@ class ResultWriter:
         # Ctrl-C waits for the batch: DuckDB turns a KeyboardInterrupt raised inside one of its
         # calls into an error of its own, and the batch is one transaction either way.
         with _interrupts_deferred(), self.db.write(patience=FLUSH_PATIENCE_S) as con:
+            started = time.monotonic()  # the catalogue is ours: waiting for it is not the flush's cost
             self._write_rekeys(con)  # first: the probes and runs below name the new ids
             self._write_probed(con)
             self._write_runs(con)
@@ -173,6 +185,8 @@ class ResultWriter:
                 con.execute("UPDATE files SET probed_at = NULL WHERE list_contains(?, file_id)", [self.reprobe])
         self.runs, self.probed, self.reprobe, self.rekeys = [], [], [], {}
         self._last_flush = time.monotonic()
+        if self.write_share:
+            self._interval = max(self.flush_seconds, (self._last_flush - started) / self.write_share)
 
     # -- ids carried over ------------------------------------------------------------------
 
