@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .blake2 import blake2b
 from .clock import utc_now
@@ -100,32 +100,32 @@ def _write(con: duckdb.DuckDBPyConnection, extractors: list[LoadedExtractor], di
     now = utc_now()
     con.execute("DELETE FROM extractor_current")
     con.execute("DELETE FROM extractor_outputs")
-    for e in extractors:
-        con.execute(
-            "INSERT INTO extractor_current VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [e.name, e.version, e.params_hash, e.device, e.declaration.scope, e.enabled, e.available,
-             e.unavailable_reason, e.uses, now],
-        )
-        known = con.execute(
-            "SELECT count(*) FROM extractor_identities WHERE extractor = ? AND version = ? AND params_hash = ?",
-            [e.name, e.version, e.params_hash],
-        ).fetchone()[0]
-        if not known:
-            con.execute(
-                "INSERT INTO extractor_identities VALUES (?, ?, ?, ?, ?, ?)",
-                [e.name, e.version, e.params_hash, json.dumps(e.params, sort_keys=True),
-                 e.weights_fingerprint, now],
-            )
-        for position, o in enumerate(e.declaration.outputs):
-            low, high = o.range if o.range else (None, None)
-            con.execute(
-                "INSERT INTO extractor_outputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [e.name, o.name, o.kind, o.unit, low, high, o.size,
-                 list(o.labels) if o.labels else None, o.description, position],
-            )
+    _insert(con, "extractor_current", [
+        [e.name, e.version, e.params_hash, e.device, e.declaration.scope, e.enabled, e.available,
+         e.unavailable_reason, e.uses, now]
+        for e in extractors
+    ])
+    known = set(con.execute("SELECT extractor, version, params_hash FROM extractor_identities").fetchall())
+    _insert(con, "extractor_identities", [
+        [e.name, e.version, e.params_hash, json.dumps(e.params, sort_keys=True), e.weights_fingerprint, now]
+        for e in extractors if (e.name, e.version, e.params_hash) not in known
+    ])
+    _insert(con, "extractor_outputs", [
+        [e.name, o.name, o.kind, o.unit, *(o.range or (None, None)), o.size,
+         list(o.labels) if o.labels else None, o.description, position]
+        for e in extractors for position, o in enumerate(e.declaration.outputs)
+    ])
     con.execute(track_features_sql(extractors))
     con.execute("DELETE FROM catalog_meta WHERE key = 'extractors_digest'")
     con.execute("INSERT INTO catalog_meta VALUES ('extractors_digest', ?)", [digest])
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
+    """All of `rows` in one statement: a statement per row (~3 ms each, some 130 of them) made
+    the first extract or status of a catalogue wait 0.4 s here."""
+    if rows:
+        values = ", ".join(["(" + ", ".join("?" * len(rows[0])) + ")"] * len(rows))
+        con.execute(f"INSERT INTO {table} VALUES {values}", [value for row in rows for value in row])
 
 
 def track_features_sql(extractors: list[LoadedExtractor]) -> str:
