@@ -84,13 +84,23 @@ def column(values: Sequence[Any], kind: Any) -> Any:
     nulls = sum(v is None for v in values)
     valid = pa.py_buffer(_bitmap([v is not None for v in values])) if nulls else None
     if kind == pa.string():
-        return texts(values).cast(pa.string())
+        return _strings(values, n, nulls, valid)
     if nulls == n:
         return pa.nulls(n, kind)
     try:
         return _from_buffers(values, kind, n, valid)
     except TypeError:  # what these buffers cannot hold (a None inside a vector): as pyarrow makes it
         return pa.array(values, kind)
+
+
+def _strings(values: Sequence[Any], n: int, nulls: int, valid: Any) -> Any:
+    """A string column with 32-bit offsets, as pa.array makes it: built so, not cast from a large
+    one (a cast's first call imports pyarrow.compute, 0.2 s of CPU in each extract's planning)."""
+    if nulls == n:
+        return pa.nulls(n, pa.string())
+    encoded = [v.encode("utf-8", "replace") if isinstance(v, str) else (v or b"") for v in values]
+    offsets = array("i", accumulate(map(len, encoded), initial=0))  # OverflowError past 2 GiB
+    return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
 def _from_buffers(values: Sequence[Any], kind: Any, n: int, valid: Any) -> Any:
