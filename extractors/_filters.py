@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from typing import Any, Callable
 
+_loading = threading.Lock()  # a Ray actor runs its jobs in threads: one load of each module
 
-@functools.cache
+
 def compiled() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """(scipy.signal._sosfilt._sosfilt, scipy.signal._sigtools._linear_filter), loaded without
     the scipy.signal package, or None where they cannot be."""
+    with _loading:
+        return _load()
+
+
+@functools.cache
+def _load() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     import importlib.machinery
     import importlib.util
     import os

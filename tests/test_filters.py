@@ -61,3 +61,17 @@ print(json.dumps([before, same, integrated, gain]))
     stereo = rng.standard_normal((3 * 44100, 2)) * 0.1
     assert integrated == loudness.ebu_r128(stereo)[2]
     assert gain == loudness.replay_gain(stereo.mean(axis=1))
+
+
+def test_threads_share_one_load():
+    """A Ray actor runs its jobs in threads: the modules are loaded once, and each gets them."""
+    code = """
+import concurrent.futures, json
+from extractors import _filters
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    got = list(pool.map(lambda _: _filters.compiled(), range(32)))
+print(json.dumps([got[0] is not None, all(g == got[0] for g in got)]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, True]
