@@ -4,7 +4,8 @@ A mono file is measured as [m, 0] (one loudspeaker), not as two copies (+3 dB). 
 digital silence are floored: loudness at -70 LUFS (the R128 absolute gate), peaks and RMS at
 -120 dBFS.
 
-EBU R128 and ReplayGain are computed here with scipy's filters over the whole track (version 2;
+EBU R128 and ReplayGain are computed here with scipy's filters over the whole track (through
+catalog/signal_filters.py: scipy.signal's import would cost more than the track; version 2;
 version 1 called Essentia's LoudnessEBUR128 and ReplayGain: 1.5 s of CPU for a 3-minute track,
 now 0.4 s). They follow Essentia's algorithms step by step, with its filter coefficients at
 44.1 kHz, so the values stay Essentia's: integrated loudness, range and maxima within 0.05 LU of
@@ -83,9 +84,10 @@ def _power_to_lufs(power):  # type: ignore[no-untyped-def]
 def ebu_r128(stereo):  # type: ignore[no-untyped-def]
     """(momentary, short_term) block loudnesses (LUFS), integrated loudness and range (module doc)."""
     import numpy as np
-    import scipy.signal
 
-    filtered = scipy.signal.sosfilt(np.array(K_WEIGHTING), stereo, axis=0)
+    from catalog.signal_filters import sosfilt
+
+    filtered = sosfilt(np.array(K_WEIGHTING), stereo, axis=0)
     cumulative = np.concatenate([[0.0], np.cumsum(np.einsum("ij,ij->i", filtered, filtered))])
     del filtered
     momentary = _block_powers(cumulative, len(stereo), int(round(0.4 * RATE)))
@@ -109,13 +111,14 @@ def ebu_r128(stereo):  # type: ignore[no-untyped-def]
 def replay_gain(mono) -> float | None:  # type: ignore[no-untyped-def]
     """ReplayGain (dB) as Essentia's; None when shorter than one 50 ms block."""
     import numpy as np
-    import scipy.signal
+
+    from catalog.signal_filters import lfilter
 
     window = int(RATE * 0.05)
     count = len(mono) // window
     if count == 0:
         return None
-    equal = scipy.signal.lfilter(BUTTER_B, BUTTER_A, scipy.signal.lfilter(YULE_B, YULE_A, np.asarray(mono, np.float64)))
+    equal = lfilter(BUTTER_B, BUTTER_A, lfilter(YULE_B, YULE_A, np.asarray(mono, np.float64)))
     blocks = equal[: count * window].reshape(count, window)
     powers = np.sort(np.einsum("ij,ij->i", blocks, blocks) / window)
     return REPLAY_GAIN_REFERENCE - 10 * float(np.log10(max(powers[int(0.95 * count)], 1e-10)))
