@@ -16,18 +16,23 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 _loaded: dict[str, ModuleType | None] = {}
+_loading = threading.Lock()  # a Ray actor runs jobs in threads: one load of each module
 
 
 def _compiled(name: str) -> ModuleType | None:
     """scipy.signal's compiled module `name`, loaded alone (None where it cannot be)."""
     full = f"scipy.signal.{name}"
-    if full in sys.modules:
-        return sys.modules[full]
+    with _loading:
+        return sys.modules[full] if full in sys.modules else _load(name, full)
+
+
+def _load(name: str, full: str) -> ModuleType | None:
     if name not in _loaded:
         _loaded[name] = None
         import scipy
