@@ -47,11 +47,11 @@ def db(settings: catalog.Settings):
 # each test file in one process, so that a file's module fixtures (a Ray cluster, encoded
 # libraries) are made once; files sharing a session fixture form one group.
 SHARED_GROUPS = {"test_similar": "pieces", "test_plot": "pieces", "test_report": "pieces"}
-# The groups that take longest (a minute or more in one process), handed out first, longest
-# first: a long group started last would leave the other processes idle at the end. The rest
-# follow in file order (`--no-loadscope-reorder`: xdist would order by number of tests).
+# The groups that take longest (45 s to 105 s in one process), handed out first, longest first:
+# a long group started last would leave the other processes idle at the end. The rest follow
+# in file order (`--no-loadscope-reorder`: xdist would order by number of tests).
 SLOWEST_FIRST = ["pieces", "test_ray", "test_crash", "test_reindex", "test_gpu_worker", "test_extract",
-                 "test_notes", "test_demucs", "test_watch", "test_disk_full"]
+                 "test_demucs", "test_notes", "test_watch", "test_disk_full"]
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -41,9 +41,18 @@ def make_report(db: Path, out: Path) -> str:
     return out.read_text()
 
 
-def test_the_page_holds_the_dataset_and_nothing_from_elsewhere(pieces_catalogue, tmp_path):
+@pytest.fixture(scope="module")
+def report(pieces_catalogue, tmp_path_factory) -> tuple[Path, str]:
+    """The report of the pieces catalogue, made once by `muscat report` for the tests that only
+    read it: (its file, its text)."""
     db, _ = pieces_catalogue
-    page = make_report(db, tmp_path / "report.html")
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    return out, make_report(db, out)
+
+
+def test_the_page_holds_the_dataset_and_nothing_from_elsewhere(pieces_catalogue, report):
+    db, _ = pieces_catalogue
+    _, page = report
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page and "<link" not in page and " src=" not in page
     assert not re.search(r"url\((?!#)", page)  # only references inside the page (clip paths)
@@ -149,12 +158,11 @@ NO_CHROMIUM = pytest.mark.skipif(chromium() is None, reason="no Chromium install
 
 
 @NO_CHROMIUM
-def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue, tmp_path):
+def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue, report):
     from PIL import Image
 
     db, _ = pieces_catalogue
-    out = tmp_path / "report.html"
-    make_report(db, out)
+    out, _ = report
     problems, requests, boxes, image = look(out)
     assert problems == [] and requests == [out.as_uri()], (problems, requests)
     histograms = [b for b in boxes if b["kind"] == "histogram"]
@@ -166,10 +174,9 @@ def test_chromium_shows_every_histogram_without_console_errors(pieces_catalogue,
 
 
 @NO_CHROMIUM
-def test_the_screenshot_check_sees_a_figure_that_shows_nothing(pieces_catalogue, tmp_path):
-    db, _ = pieces_catalogue
+def test_the_screenshot_check_sees_a_figure_that_shows_nothing(report, tmp_path):
     out = tmp_path / "report.html"
-    page = make_report(db, out)
+    _, page = report
     # the bars of the bpm histogram painted in the background's colour: still a figure, no bars
     start = page.index('<figure class="histogram" data-name="bpm">')
     end = page.index("</figure>", start)
