@@ -201,10 +201,12 @@ ONLY = "loudness,rhythm,spectral"  # rhythm: slow enough that the run outlasts t
 
 
 def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, release_when):
-    """`muscat extract` on 30 files; once its first results are in, another process holds the
-    catalogue read-write until `release_when(extract process, its stderr so far)` is true (a fixed
-    time would race the pace of the results on a busy machine: muscat only meets the lock when
-    it has something to write). Returns (exit status, stderr, catalogue)."""
+    """`muscat extract` on 30 files; once its first results are in (its first flush, a second
+    after it started: runs of any extractor, a probe perhaps alone, since a batch run's next
+    flushes are spaced by their cost), another process holds the catalogue read-write until
+    `release_when(extract process, its stderr so far)` is true (a fixed time would race the pace
+    of the results on a busy machine: muscat only meets the lock when it has something to
+    write). Returns (exit status, stderr, catalogue)."""
     import threading
 
     from audio import click_track, write
@@ -224,7 +226,7 @@ def extraction_under_a_held_catalogue(tmp_path: Path, lock_timeout: float, relea
     reader.start()
     database = catalog.Database(db, lock_timeout=60)
     deadline = time.monotonic() + 120
-    while not rows(database, "SELECT count(*) FROM runs WHERE extractor = 'loudness'")[0][0]:
+    while not rows(database, "SELECT count(*) FROM runs")[0][0]:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     release = tmp_path / "release"
@@ -265,8 +267,8 @@ def test_extract_gives_up_on_a_held_catalogue_with_exit_2_and_loses_nothing_writ
     from conftest import assert_intact
 
     assert_intact(database)
-    written = rows(database, "SELECT count(*) FROM runs WHERE extractor = 'loudness'")[0][0]
-    assert 1 <= written < 30
+    assert rows(database, "SELECT count(*) FROM runs")[0][0] >= 1  # the first flush's, kept
+    assert rows(database, "SELECT count(*) FROM runs WHERE extractor = 'loudness'")[0][0] < 30
     rest = run_muscat("extract", "--only", ONLY, "--json", db=database.path)
     assert rest.returncode == 0 and json.loads(rest.stdout)["failed"] == 0
     assert rows(database, "SELECT extractor, count(*), max(attempts) FROM runs GROUP BY ALL ORDER BY 1") == [
