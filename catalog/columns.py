@@ -59,16 +59,20 @@ def texts(values: Sequence[str | bytes | None], kind: Any = None) -> Any:
     nulls = list(values).count(None)
     if nulls == n:
         return pa.nulls(n, large)
-    encoded = [v.encode("utf-8", "replace") if isinstance(v, str) else (v or b"") for v in values]
     valid = pa.py_buffer(_bitmap([v is not None for v in values])) if nulls else None
-    return texts_from(encoded, large, valid)
+    return texts_from(_encoded(values), large, valid)
+
+
+def _encoded(values: Sequence[str | bytes | None]) -> list[bytes]:
+    return [v.encode("utf-8", "replace") if isinstance(v, str) else (v or b"") for v in values]
 
 
 def texts_from(parts: Sequence[bytes], kind: Any = None, valid: Any = None) -> Any:
-    """A large string column of `parts` (UTF-8 already; pa.large_binary() for bytes)."""
-    offsets = array("q", accumulate(map(len, parts), initial=0))
-    return pa.Array.from_buffers(kind or pa.large_string(), len(parts),
-                                 [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(parts))])
+    """A string column of `parts` (UTF-8 already; a binary `kind` for bytes): large unless
+    `kind` is pa.string() or pa.binary(), whose 32-bit offsets raise OverflowError past 2 GiB."""
+    kind = kind or pa.large_string()
+    offsets = array("i" if kind in (pa.string(), pa.binary()) else "q", accumulate(map(len, parts), initial=0))
+    return pa.Array.from_buffers(kind, len(parts), [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(parts))])
 
 
 _FLOAT_CODES = {pa.float64(): "d", pa.float32(): "f"}
@@ -84,23 +88,15 @@ def column(values: Sequence[Any], kind: Any) -> Any:
     nulls = sum(v is None for v in values)
     valid = pa.py_buffer(_bitmap([v is not None for v in values])) if nulls else None
     if kind == pa.string():
-        return _strings(values, n, nulls, valid)
+        # Built with 32-bit offsets, as pa.array makes it, not cast from a large column: a cast's
+        # first call imports pyarrow.compute (0.2 s of CPU in each extract's planning).
+        return pa.nulls(n, kind) if nulls == n else texts_from(_encoded(values), kind, valid)
     if nulls == n:
         return pa.nulls(n, kind)
     try:
         return _from_buffers(values, kind, n, valid)
     except TypeError:  # what these buffers cannot hold (a None inside a vector): as pyarrow makes it
         return pa.array(values, kind)
-
-
-def _strings(values: Sequence[Any], n: int, nulls: int, valid: Any) -> Any:
-    """A string column with 32-bit offsets, as pa.array makes it: built so, not cast from a large
-    one (a cast's first call imports pyarrow.compute, 0.2 s of CPU in each extract's planning)."""
-    if nulls == n:
-        return pa.nulls(n, pa.string())
-    encoded = [v.encode("utf-8", "replace") if isinstance(v, str) else (v or b"") for v in values]
-    offsets = array("i", accumulate(map(len, encoded), initial=0))  # OverflowError past 2 GiB
-    return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
 def _from_buffers(values: Sequence[Any], kind: Any, n: int, valid: Any) -> Any:

@@ -124,7 +124,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -
     """All of `rows` in one statement: a statement per row (~3 ms each, some 130 of them) made
     the first extract or status of a catalogue wait 0.4 s here."""
     if rows:
-        values = ", ".join(["(" + ", ".join("?" * len(rows[0])) + ")"] * len(rows))
+        row = "(" + ", ".join(["?"] * len(rows[0])) + ")"
+        values = ", ".join([row] * len(rows))
         con.execute(f"INSERT INTO {table} VALUES {values}", [value for row in rows for value in row])
 
 
