@@ -483,10 +483,7 @@ class _Reconcile:
         dirs: list[bytes] = []
         names: list[bytes] = []  # display text, as UTF-8
         raw: list[bytes | None] = []
-        sizes: list[int] = []
-        mtimes: list[int] = []
-        devs: list[int] = []
-        inodes: list[int] = []
+        sizes, mtimes, devs, inodes = array("Q"), array("q"), array("Q"), array("Q")
         tags_read: list[bool] = []
         tags_error: list[str | None] = []
         for index, folder in enumerate(self.changed):
@@ -518,10 +515,10 @@ class _Reconcile:
             root_ids.extend([folder.root_id] * n)
             dirs += [folder.dir.encode("utf-8")] * n
             names += shown
-            sizes += listed.sizes
-            mtimes += listed.mtimes_ns
-            devs += listed.devs
-            inodes += listed.inodes
+            sizes.extend(listed.sizes)
+            mtimes.extend(listed.mtimes_ns)
+            devs.extend(listed.devs)
+            inodes.extend(listed.inodes)
             self.seen_folder += [index] * n
             self.seen_names += names_b
         table = {

@@ -58,6 +58,7 @@ This module must not import duckdb or pyarrow at import time: the tag-reading pr
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,16 +113,25 @@ def read(path: bytes | str, dir_fd: int | None = None) -> tuple[Pairs, str | Non
     except FileNotFoundError:
         raise Vanished(os.fsdecode(path)) from None
     except OSError as exc:
-        return [], f"tags: cannot read the file: {exc.strerror or exc}"
+        return [], _unreadable(exc)
     try:
-        if not _may_hold_tags(fd):
-            return [], None
-        with open(fd, "rb", closefd=False) as fileobj:
-            return _read(fileobj, os.fsdecode(path))
+        return _read_open(fd, path, os.pread(fd, 128, 0))
     except OSError as exc:
-        return [], f"tags: cannot read the file: {exc.strerror or exc}"
+        return [], _unreadable(exc)
     finally:
         os.close(fd)
+
+
+def _read_open(fd: int, path: bytes | str, header: bytes) -> tuple[Pairs, str | None]:
+    """read() of the open file `fd`, whose first bytes are `header`."""
+    if not _may_hold_tags(fd, header):
+        return [], None
+    with open(fd, "rb", closefd=False) as fileobj:
+        return _read(fileobj, os.fsdecode(path))
+
+
+def _unreadable(exc: OSError) -> str:
+    return f"tags: cannot read the file: {exc.strerror or exc}"
 
 
 def read_many(paths: list[bytes]) -> list[tuple[Pairs, str | None] | None]:
@@ -190,13 +200,30 @@ def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
     errors: dict[int, str] = {}
     vanished: list[int] = []
     prefix = folder + b"/" if folder and dir_fd is None else b""
+    # read(), unrolled: a first scan passes every file of a library through here, and most
+    # files are refused by their first bytes alone.
+    os_open, pread, close, may_hold_tags = os.open, os.pread, os.close, _may_hold_tags
     for index, name in enumerate(names):
         try:
-            pairs, problem = read(prefix + name, dir_fd)
-        except Vanished:
+            fd = os_open(prefix + name, _OPEN, dir_fd=dir_fd)
+        except FileNotFoundError:
             vanished.append(index)
             counts.append(0)
             continue
+        except OSError as exc:
+            errors[index] = _unreadable(exc)
+            counts.append(0)
+            continue
+        try:
+            header = pread(fd, 128, 0)
+            if not may_hold_tags(fd, header):
+                counts.append(0)
+                continue
+            pairs, problem = _read_open(fd, prefix + name, header)
+        except OSError as exc:
+            pairs, problem = [], _unreadable(exc)
+        finally:
+            close(fd)
         if problem is not None:
             errors[index] = problem
         counts.append(len(pairs))
@@ -272,18 +299,22 @@ def block_tables(blocks: list[tuple[int, Block]]) -> Any:
 _MAGIC = (b"ID3", b"fLaC", b"OggS", b"RIFF", b"FORM", b"MAC ", b"wvpk", b"MPCK", b"MP+", b"tBaK",
           b"OFR ", b"TTA", b"DSD ", b"FRM8", b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", b"\x0b\x77",
           b"MThd")
+# ... and what marks an MP4 anywhere in its first bytes; in a file shorter than that, also an
+# APEv2 tag.
+_IN_HEADER = re.compile(rb"ftyp|moov")
+_IN_WHOLE_FILE = re.compile(rb"ftyp|moov|APETAGEX")
 
 
-def _may_hold_tags(fd: int) -> bool:
-    """Whether a file's first or last bytes show something mutagen can read tags from: the
-    cheap look that spares mutagen (and its exceptions) the files it would not recognise."""
-    header = os.pread(fd, 128, 0)
-    if header.startswith(_MAGIC) or b"ftyp" in header or b"moov" in header:
-        return True
-    if len(header) >= 2 and header[0] == 0xFF and header[1] & 0xE0 == 0xE0:  # MPEG audio, ADTS
+def _may_hold_tags(fd: int, header: bytes) -> bool:
+    """Whether a file's first bytes (`header`, up to 128) or last show something mutagen can
+    read tags from: the cheap look that spares mutagen (and its exceptions) the files it would
+    not recognise."""
+    if header.startswith(_MAGIC) or header[:1] == b"\xff" and header[1:2] >= b"\xe0":  # MPEG audio, ADTS
         return True
     if len(header) < 128:  # the whole file: an APEv2 tag takes 32 bytes, ID3v1 128
-        return b"APETAGEX" in header
+        return _IN_WHOLE_FILE.search(header) is not None
+    if _IN_HEADER.search(header) is not None:
+        return True
     size = os.fstat(fd).st_size
     footer = header if size <= 128 else os.pread(fd, 160, max(0, size - 160))
     return b"APETAGEX" in footer or footer[-128:-125] == b"TAG"

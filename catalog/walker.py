@@ -54,16 +54,23 @@ class Listing:
     key: tuple[int, int] = (0, 0)  # the folder's (dev, inode): one folder, one listing
     # The files' tags, read by the walker (a tags.Block), or None when they were not read.
     tags: Any = field(default=None, compare=False, repr=False)
+    # columns(), parsed by the walker: where it reads the tags, every file is new, and the
+    # scanner, which would parse them after the walk, has all of them to handle.
+    parsed: ListingColumns | None = field(default=None, compare=False, repr=False)
 
     def names(self) -> list[bytes]:
         return self.blob.split(b"\0")[0:-1:_FIELDS_PER_RECORD]
 
     def columns(self) -> ListingColumns:
-        """The records column by column: one list per field, no object per file."""
+        """The records column by column: one list or array per field, no object per file."""
+        if self.parsed is not None:
+            return self.parsed
+        from array import array
+
         fields = self.blob.split(b"\0")[:-1]
         step = _FIELDS_PER_RECORD
         return ListingColumns(
-            fields[0::step], *(list(map(int, fields[i::step])) for i in range(1, step))
+            fields[0::step], *(array(code, map(int, fields[i::step])) for i, code in enumerate("QqQQ", 1))
         )
 
 
@@ -72,10 +79,10 @@ class ListingColumns:
     """A listing's files, field by field, in the listing's order."""
 
     names: list[bytes]
-    sizes: list[int]
-    mtimes_ns: list[int]
-    devs: list[int]
-    inodes: list[int]
+    sizes: Any  # array('Q')
+    mtimes_ns: Any  # array('q')
+    devs: Any  # array('Q')
+    inodes: Any  # array('Q')
 
 
 @dataclass(frozen=True)
@@ -265,9 +272,10 @@ def read_tags_of(walk: Walk, budget: int = TAG_BUDGET) -> int:
         if used >= budget:
             break
         folder = root_b + b"/" + listing.dir if listing.dir else root_b
-        block = tags.read_block(folder, listing.names())
+        parsed = listing.columns()
+        block = tags.read_block(folder, parsed.names)
         used += block.nbytes
-        walk.listings[i] = replace(listing, tags=block)
+        walk.listings[i] = replace(listing, tags=block, parsed=parsed)
     return used
 
 
@@ -431,6 +439,8 @@ def start_walk(
         top = None if recursive else set()
         return InlineWalk([walk(r, extensions, skip_dirs, progress, top_folders=top, defer=defer) for r in roots])
     n = processes or max(1, min(4, os.cpu_count() or 1))
+    import pickle  # noqa: F401  (for the children, which hand their walks back pickled, and for result())
+
     tops = [_top_folders(r) for r in roots]
     counts = _SharedCounts(n)
     children: list[tuple[int, int, int | None]] = []
