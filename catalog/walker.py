@@ -468,8 +468,12 @@ def start_walk(
 def _walk_in_child(  # type: ignore[no-untyped-def]
     slot, n, roots, tops, extensions, skip_dirs, counts, progress, writer, read_tags, decision
 ) -> None:
+    import gc
     import pickle
 
+    # A walker makes no reference cycles, and lives for one walk: a collection would only walk
+    # the parent's objects, copying their pages from the parent's as it touches them.
+    gc.disable()
     code = 0
     try:
         def report(files: int, folders: int) -> None:

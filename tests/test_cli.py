@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from conftest import MUSCAT, REPO, rows, run_muscat
@@ -253,3 +254,35 @@ def test_status_and_sql_end_quickly_with_all_their_output(scanned):
     assert head.stdout.split() == ["range"] and "Traceback" not in head.stderr
     failed = run_muscat("sql", "SELECT no_such_column FROM library", db=path)
     assert failed.returncode == 2 and "no_such_column" in failed.stderr
+
+
+def test_a_scan_that_succeeded_ends_at_once_with_its_work_complete(library, tmp_path):
+    """The console script also ends a scan that succeeded with os._exit (cli.run), once its
+    catalogue is detached and its scan state saved: what it printed is there in full, another
+    process reads every file, and the next scan is answered from the state. A scan that
+    reported something (exit 1) ends the usual way, through Python's finalization."""
+    root, files = library
+    path = tmp_path / "cat.duckdb"
+    # An atexit handler runs when the process is torn down the usual way, not after os._exit.
+    probe = f"""
+import atexit, sys
+sys.path.insert(0, {str(REPO)!r})
+sys.argv = ["muscat", "--db", {str(path)!r}, "scan"] + sys.argv[1:]
+atexit.register(lambda: print("finalized"))
+import cli
+cli.run()
+"""
+    first = subprocess.run([sys.executable, "-c", probe, str(root)], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [f"{len(files['good'] + files['broken'])} added, 0 changed, 0 moved, "
+                                         "0 missing, 0 unchanged, 0 errors"]
+    assert Path(f"{path}.scan-state").exists()
+    counted = run_muscat("sql", "SELECT count(*) AS n FROM files WHERE status = 'present'", "--format", "csv", db=path)
+    assert counted.stdout.splitlines() == ["n", str(len(files["good"] + files["broken"]))]
+    again = run_muscat("scan", "--json", str(root), db=path)
+    assert json.loads(again.stdout)["unchanged"] == len(files["good"] + files["broken"])
+    # An offline root: reported, exit 1, and the process is finalized as always.
+    reported = subprocess.run([sys.executable, "-c", probe, str(root), str(tmp_path / "unplugged")],
+                              capture_output=True, text=True)
+    assert reported.returncode == 1 and "unplugged" in reported.stderr
+    assert reported.stdout.splitlines()[-1] == "finalized"
