@@ -10,15 +10,23 @@ Generates --tracks stereo FLAC tracks of --minutes each (chords, a beat, some no
   before, 1 worker    with --before DIR: the same as "muscat, 1 worker" with DIR's muscat (a
                       checkout of an older commit with its own .venv), for a before/after in one run
 
-The two muscat runs are made --repeat times, alternating (1 worker, 2 workers, 1, 2, ...): this
-machine's speed drifts by a tenth from minute to minute, so one pair can say 1.75x where the
-next says 1.99x. It reports each round's 1 -> 2 worker speed-up (wall) and their median, the
-median of each run's figures, audio seconds per CPU second and per wall second, and muscat (1
-worker) against MusicExtractor in CPU seconds and in wall seconds. Targets (issue
-16): one worker at most 0.5x MusicExtractor's time; 2 workers at least 1.9x one. On a machine
-shared with other work read the CPU seconds: wall times there say how busy the machine was.
+  machine, 1 -> 2      the baseline for two workers: MusicExtractor on --scaling-tracks of the
+                      tracks in one process, then the same tracks split between two processes
+                      running at once (no coordination at all): what this machine gives two
+                      CPU-bound Essentia processes against one, in the same round
 
-    uv run python bench/extract_cpu.py [--tracks 12] [--minutes 3] [--repeat 3] [--before DIR]
+The two muscat runs and the machine's pair are made --repeat times, alternating (1 worker, 2
+workers, machine 1, machine 2, 1, 2, ...): this machine's speed drifts by a tenth from minute to
+minute, so one pair can say 1.75x where the next says 1.99x, and two processes at once can each
+run a tenth slower than one alone (the virtual cores share a host). It reports each round's
+1 -> 2 worker speed-up (wall) beside the machine's, their medians, the median of each run's
+figures, audio seconds per CPU second and per wall second, and muscat (1 worker) against
+MusicExtractor in CPU seconds and in wall seconds. Targets (issue 16): one worker at most 0.5x
+MusicExtractor's time; 2 workers at least 1.9x one. On a machine shared with other work read the
+CPU seconds: wall times there say how busy the machine was.
+
+    uv run python bench/extract_cpu.py [--tracks 12] [--minutes 3] [--repeat 3] [--scaling-tracks 4]
+                                       [--before DIR]
 """
 
 from __future__ import annotations
@@ -95,6 +103,20 @@ def muscat_run(work: Path, library: Path, workers: int, muscat: Path = MUSCAT) -
     return measured([str(muscat), "--db", str(db), "extract", "--workers", str(workers), "--only", CPU_SET])
 
 
+def machine_pair(paths: list[str]) -> tuple[float, float]:
+    """Wall seconds of MusicExtractor on `paths` in one process, then split between two
+    processes started together (until both have ended)."""
+    one, _ = measured([sys.executable, "-c", MUSIC_EXTRACTOR, *paths])
+    started = time.perf_counter()
+    halves = [subprocess.Popen([sys.executable, "-c", MUSIC_EXTRACTOR, *part], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for part in (paths[0::2], paths[1::2])]
+    for process in halves:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"MusicExtractor failed ({process.returncode}): {err[-2000:]}")
+    return one, time.perf_counter() - started
+
+
 def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
 
@@ -104,6 +126,8 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=12)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the two muscat runs, alternating")
+    parser.add_argument("--scaling-tracks", type=int, default=4,
+                        help="tracks of the machine's 1 -> 2 process baseline in each round (even)")
     parser.add_argument("--before", type=Path, help="a checkout whose .venv/bin/muscat is measured too (1 worker)")
     args = parser.parse_args()
     before = args.before / ".venv" / "bin" / "muscat" if args.before else None
@@ -125,11 +149,16 @@ def main() -> None:
               flush=True)
 
         rounds = []
+        machine = []  # (1 process, 2 processes) wall seconds of each round's baseline
         for round_number in range(args.repeat):
             pair = (muscat_run(work, library, 1), muscat_run(work, library, 2))
             rounds.append(pair)
+            machine.append(machine_pair(paths[: args.scaling_tracks]))
+            muscat_speedup, machine_speedup = pair[0][0] / pair[1][0], machine[-1][0] / machine[-1][1]
             print(f"round {round_number + 1}: 1 worker {pair[0][0]:.1f} s, 2 workers {pair[1][0]:.1f} s: "
-                  f"{pair[0][0] / pair[1][0]:.2f}x", flush=True)
+                  f"{muscat_speedup:.2f}x; the machine, 1 -> 2 processes: {machine[-1][0]:.1f} s -> "
+                  f"{machine[-1][1]:.1f} s: {machine_speedup:.2f}x; muscat's share of it "
+                  f"{muscat_speedup / machine_speedup:.0%}", flush=True)
         results = {
             "muscat, 1 worker": _median([one for one, _ in rounds]),
             "muscat, 2 workers": _median([two for _, two in rounds]),
@@ -145,8 +174,12 @@ def main() -> None:
             print(f"{name:20} {wall:8.1f} {cpu:8.1f} {audio_seconds / cpu:14.1f} {audio_seconds / wall:15.1f}")
         (one, one_cpu), _, (reference, reference_cpu) = (results[k] for k in list(results)[:3])
         speedup = statistics.median(a[0] / b[0] for a, b in rounds)
+        machine_speedup = statistics.median(a / b for a, b in machine)
+        share = statistics.median((a[0] / b[0]) / (m1 / m2) for (a, b), (m1, m2) in zip(rounds, machine))
         print(f"\n2 workers vs 1 (wall, median of {len(rounds)} rounds): {speedup:.2f}x  (target >= 1.9x: "
               f"{'ok' if speedup >= 1.9 else 'MISSED'})")
+        print(f"the machine, 2 processes vs 1 (MusicExtractor, {args.scaling_tracks} tracks, same rounds): "
+              f"{machine_speedup:.2f}x; muscat's 2-worker speed-up over the machine's: {share:.0%} (median of rounds)")
         for unit, ours, theirs in (("CPU", one_cpu, reference_cpu), ("wall", one, reference)):
             print(f"1 worker / MusicExtractor ({unit + ' s):':9} {ours / theirs:.2f}x  (target <= 0.5x: "
                   f"{'ok' if ours / theirs <= 0.5 else 'MISSED'})")

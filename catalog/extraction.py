@@ -216,9 +216,7 @@ def extract(
     stale: bool = False,
 ) -> ExtractReport:
     """Run pending work (and stale results, with `stale`) with a pool of worker processes."""
-    engine = Engine(db, settings, only, retry_failed, progress, stale=stale)
-    # Workers start first: their imports (Essentia: about a second) overlap the planning.
-    engine.start_workers(workers)
+    engine = Engine(db, settings, only, retry_failed, progress, stale=stale, workers=workers, start_workers=True)
     try:
         engine.plan()
         engine.trim_workers()
@@ -242,7 +240,8 @@ class Engine:
     def __init__(self, db: Database, settings: Settings, only: list[str] | None = None,
                  retry_failed: bool = False, progress: Callable[[int, int], None] | None = None,
                  keep_results_when_locked: bool = False, stale: bool = False,
-                 halt_when_out_of_space: bool = True, prompt_results: bool = False) -> None:
+                 halt_when_out_of_space: bool = True, prompt_results: bool = False,
+                 workers: int | None = None, start_workers: bool = False) -> None:
         from . import extractor_state
 
         self.db = db
@@ -251,7 +250,17 @@ class Engine:
         self.probe, self.extractors = select_extractors(loaded, only)
         self.by_name = {e.name: e for e in self.extractors}
         self.stale = stale
-        extractor_state.sync(db, loaded)
+        self.executor = make_executor(settings, self.extractors)
+        self.size: int | None = workers  # workers asked for (None: the executor's cores)
+        if start_workers:
+            # Before the catalogue is opened: the workers' imports (Essentia: about a second)
+            # overlap the extractors' record and the plan, and the first job finds one ready.
+            self.start_workers()
+        try:
+            extractor_state.sync(db, loaded)
+        except BaseException:
+            self.executor.stop()
+            raise
         self.retry_failed = retry_failed
         self.progress = progress
         self.report = ExtractReport()
@@ -263,8 +272,6 @@ class Engine:
         self.paths: dict[int, str] = {}  # job_id -> display path
         self.queued: set[tuple[bool, int]] = set()  # (probe?, file_id) of jobs waiting or running
         self.running: dict[int, Job] = {}  # job_id -> job, while the executor holds it
-        self.executor = make_executor(settings, self.extractors)
-        self.size: int | None = None  # workers asked for (None: the executor's cores)
         self.next_job_id = 0
         self.in_flight: dict[str, int] = {}  # audio_id -> job extracting it now
         self.audio_of: dict[int, str] = {}  # job_id -> its audio, once known
