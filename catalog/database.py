@@ -34,6 +34,10 @@ ALIAS = "catalogue"
 STORAGE_VERSION = "v1.5.0"
 # How long a waiting command stays silent before it says why it waits.
 QUIET_WAIT_S = 1.0
+# A write batch starts at least this long after the same process's previous one ended: readers
+# waiting for the file try every 25 ms at most (_retry_while_locked), and a watcher taking a
+# burst of changes batch after batch would otherwise keep them out for as long as it lasts.
+READERS_GAP_S = 0.03
 
 
 def _lock_holder(message: str) -> str | None:
@@ -61,6 +65,7 @@ class Database:
         self._reader: duckdb.DuckDBPyConnection | None = None
         self._reads = 0  # reads open now (nested ones share the attachment)
         self._read_lock = threading.RLock()
+        self._write_ended = float("-inf")  # time.monotonic() at the end of the last write batch
 
     def close(self) -> None:
         """Release the in-memory DuckDB instances that write batches and reads attach the file to."""
@@ -82,6 +87,9 @@ class Database:
         lock timeout), then raise CatalogLocked."""
         import duckdb
 
+        gap = self._write_ended + READERS_GAP_S - time.monotonic()
+        if gap > 0:
+            time.sleep(gap)
         con = self._attach(patience)
         try:
             try:
@@ -94,6 +102,7 @@ class Database:
                 con.commit()
             finally:
                 self._detach(con)
+                self._write_ended = time.monotonic()
         except duckdb.IOException as exc:
             # A full disk (or a file-size limit), most likely. DuckDB keeps the file consistent:
             # the batch either landed whole (in its write-ahead log) or not at all.

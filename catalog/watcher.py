@@ -28,6 +28,8 @@ from .config import Settings
 from .scanner import ScanReport, load_arrow, normalise_root, scan
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .database import Database
     from .extraction import Engine
 
@@ -44,6 +46,11 @@ STALE_WRITE_S = 60.0
 # scan runs are taken together by the one after it.
 DEBOUNCE_S = 0.25
 MAX_DELAY_S = 1.0
+# The files a reconciliation added, changed or moved are planned for extraction once no taken
+# change waits for its reconciliation (a plan, with the write of the results before it, takes
+# ~0.15 s, which a file closed meanwhile would wait for), and at the latest this long after the
+# first of them was taken.
+PLAN_DELAY_S = 1.0
 # Up to this many files' tags are read and written in the reconciliation's own transaction: a
 # few milliseconds of reading, where a write batch of their own would keep the next change
 # waiting for another commit and checkpoint.
@@ -124,6 +131,10 @@ class Watcher:
         self.observer = None
         self._handler = _LostEvents(self.overflowed)
         self.started = False  # the first scan's counts are the caller's to report
+        # When each reconciliation not yet planned for extraction wrote (its files' `changed_at`),
+        # and when the first of them was taken.
+        self.unplanned: list[datetime] = []
+        self.first_unplanned = 0.0
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -137,6 +148,7 @@ class Watcher:
         self.started = True
         self.last_full = time.monotonic()
         if self.engine is not None:
+            self._plan_taken()
             self.engine.plan()  # the backlog, behind anything new
         return report
 
@@ -202,6 +214,7 @@ class Watcher:
             self._scan(self.roots, recursive=True)
             self.last_full = now
             if self.engine is not None:
+                self._plan_taken()
                 self.engine.plan()
         for root, last in list(self.polled.items()):
             if now - last >= self.poll_interval:
@@ -215,6 +228,10 @@ class Watcher:
                            or now - self.first_dirty >= MAX_DELAY_S):
             self._reconcile_dirty()
         if self.engine is not None:
+            if self.unplanned:
+                self._take_events(timeout=0.0)  # those that came during the reconciliation
+                if not (self.dirty and self.complete) or time.monotonic() - self.first_unplanned >= PLAN_DELAY_S:
+                    self._plan_taken()
             self.engine.step(timeout=0.1)
 
     # -- events ------------------------------------------------------------------------------
@@ -323,9 +340,9 @@ class Watcher:
         if changes and self.started:
             self.log(f"{', '.join(f'{n} {k}' for k, n in report.to_json().items() if n and k != 'unchanged')}")
         if self.engine is not None and report.added + report.changed + report.moved:
-            touched = self._touched(report)
-            if touched or self.engine.vanished:
-                self.engine.plan(touched, front=True)  # new files before the backlog
+            if not self.unplanned:
+                self.first_unplanned = time.monotonic()
+            self.unplanned.append(report.scanned_at)
         for path in report.deferred:  # too fresh to take: look again once it has settled
             if defer == self._defer_fresh:
                 self.recheck.setdefault(os.path.dirname(path), time.monotonic() + self.settle)
@@ -333,8 +350,17 @@ class Watcher:
             self.polled[root] = time.monotonic()
         return report
 
-    def _touched(self, report: ScanReport) -> list[int]:
+    def _plan_taken(self) -> None:
+        """Queue the extraction of what the reconciliations since the last plan took, before
+        the backlog."""
+        assert self.engine is not None
+        if not self.unplanned:
+            return
+        written, self.unplanned = self.unplanned, []
         with self.db.read() as con:
-            return [row[0] for row in con.execute(
-                "SELECT file_id FROM files WHERE changed_at = ? AND status = 'present'", [report.scanned_at]
+            touched = [row[0] for row in con.execute(
+                "SELECT file_id FROM files WHERE list_contains(?::TIMESTAMP[], changed_at) AND status = 'present'",
+                [written],
             ).fetchall()]
+        if touched or self.engine.vanished:
+            self.engine.plan(touched, front=True)

@@ -31,10 +31,14 @@ from .protocol import (Changed, Done, Identified, Job, NoSpace, ProbeFacts, Reke
 # One process per core, so each must keep to one thread: numpy's BLAS would otherwise start a
 # thread per core in every worker and the workers would fight over the cores.
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+WORKER_NICENESS = 10
 
 
 def worker_main(conn: Connection, settings: Settings, gpu: tuple[str, bytes, str] | None = None) -> None:
     os.environ.update(SINGLE_THREADED)  # before numpy is imported in this process
+    # Below the coordinator: with every core extracting, a change the watcher must take (or
+    # results to write) would otherwise wait for a core behind the workers.
+    os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Decoders (libmpg123, FFmpeg) print notes about odd files straight to fd 2; every error
     # that matters reaches the coordinator through the pipe, so keep the terminal clean.

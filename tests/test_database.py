@@ -151,6 +151,63 @@ print("done", flush=True)
     assert rows(catalog.Database(path), "SELECT count(*) FROM library") == [(3000,)]
 
 
+def test_a_reader_gets_in_between_write_batches_that_come_back_to_back(tmp_path):
+    """A process writing batch after batch without pause (a watcher taking a burst) leaves
+    readers a gap after each (READERS_GAP_S): a reader in another process gets its answer
+    while the writes go on, not once they stop."""
+    path = tmp_path / "cat.duckdb"
+    with catalog.Database(path).write() as con:
+        con.execute("CREATE TABLE ticks (n INTEGER)")
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+import catalog
+db = catalog.Database({str(path)!r})
+n = 0
+print("writing", flush=True)
+while not os.path.exists({str(tmp_path / "stop")!r}):
+    with db.write() as con:
+        con.execute("INSERT INTO ticks VALUES (?)", [n])
+        time.sleep(0.1)  # a watcher's reconciliation holds the file about this long
+    n += 1
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        # Without the gap such a reader waited for seconds on end: 5 s and it gives up.
+        reader = catalog.Database(path, lock_timeout=5)
+        counts = []
+        for _ in range(3):
+            with reader.read() as con:
+                counts += con.execute("SELECT count(*) FROM ticks").fetchone()
+            time.sleep(0.2)  # the writer's turn (a reader at once again would keep it out)
+        assert writer.poll() is None, "the writer stopped"
+        assert counts[0] < counts[1] < counts[2], counts  # read while the batches went on
+    finally:
+        (tmp_path / "stop").touch()
+        assert writer.wait(timeout=30) == 0
+
+
+def test_a_write_batch_right_after_another_waits_for_the_readers_gap(tmp_path, monkeypatch):
+    """The gap itself: a batch that follows the same process's last one within READERS_GAP_S
+    first sleeps out the rest of it; one that comes later does not sleep."""
+    from catalog import database
+
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(database.time, "sleep", lambda seconds: (slept.append(seconds), real_sleep(seconds)))
+    db = catalog.Database(tmp_path / "cat.duckdb")
+    with db.write():
+        pass
+    slept.clear()  # what creating the catalogue did
+    with db.write():
+        pass
+    assert len(slept) == 1 and 0 < slept[0] <= database.READERS_GAP_S
+    real_sleep(database.READERS_GAP_S)
+    with db.write():
+        pass
+    assert len(slept) == 1
+
+
 def test_sqlmodel_session_reads_the_catalogue(library, tmp_path):
     from sqlmodel import Session, select
 

@@ -313,3 +313,23 @@ def test_a_file_moved_before_its_job_is_not_failed(tmp_path):
                 " ORDER BY 1") == [("a2.wav",), ("b.wav",)]
     assert_intact(database)
     database.close()
+
+
+def test_cpu_workers_run_below_the_coordinator(tmp_path):
+    """CPU workers lower their priority (WORKER_NICENESS) as they start: with every core
+    extracting, the coordinator (the watcher taking a change, the writer) still gets a core."""
+    import os
+
+    from catalog import workers
+
+    settings = catalog.load_settings(db=tmp_path / "cat.duckdb")
+    worker = workers.Worker(settings)
+    try:
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + workers.WORKER_NICENESS)
+        deadline = time.monotonic() + 60
+        while os.getpriority(os.PRIO_PROCESS, worker.process.pid) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == expected
+        assert worker.process.is_alive()
+    finally:
+        worker.kill()

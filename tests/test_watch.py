@@ -249,3 +249,68 @@ def test_watch_limit_falls_back_to_polling(tmp_path, monkeypatch):
         assert str(root / "b.wav") in paths(watcher.db)
     finally:
         watcher.stop()
+
+
+class _PlanRecorder:
+    """The part of an Engine the watcher calls, recording what it is asked to plan."""
+
+    def __init__(self) -> None:
+        self.plans: list[list[int] | None] = []
+        self.vanished: set[int] = set()
+        self.idle = True
+
+    def plan(self, file_ids=None, front=False):
+        self.plans.append(None if file_ids is None else sorted(file_ids))
+        return 0
+
+    def step(self, timeout):
+        pass
+
+
+def test_changes_waiting_to_be_taken_go_before_the_plan_of_those_taken(tmp_path, monkeypatch):
+    """A file closed while the watcher reconciles another is reconciled next, before either is
+    planned for extraction (a plan takes a tenth of a second it would wait for); both are then
+    planned together. With changes coming all the time, the plan waits PLAN_DELAY_S at most."""
+    from watchdog.events import FileClosedEvent
+
+    from catalog import watcher as watcher_module
+
+    root = tmp_path / "Music"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    settings = catalog.load_settings(db=tmp_path / "c.duckdb")
+    database = catalog.Database(settings.db_path)
+    engine = _PlanRecorder()
+    watcher = catalog.Watcher(database, settings, [str(root)], engine=engine)
+    watcher.start()
+    try:
+        watcher.observer.unschedule_all()  # this test hands the watcher its events
+        assert engine.plans == [None]  # the backlog
+        reconcile = watcher._reconcile_dirty
+        closes: list[Path] = []
+
+        def reconcile_while_another_closes():
+            reconcile()
+            if closes:  # closed while the reconciliation ran
+                watcher.events.put(FileClosedEvent(str(closes.pop())))
+
+        monkeypatch.setattr(watcher, "_reconcile_dirty", reconcile_while_another_closes)
+        first, second = write(root / "a" / "one.wav", sine(440, 0.2)), write(root / "b" / "two.wav", sine(330, 0.2))
+        closes.append(second)
+        watcher.events.put(FileClosedEvent(str(first)))
+        watcher.tick()
+        assert str(first) in paths(database) and str(second) not in paths(database)
+        assert engine.plans == [None], "planned while a closed file waited"
+        watcher.tick()
+        ids = dict(rows(database, "SELECT path, file_id FROM library"))
+        assert engine.plans == [None, sorted([ids[str(first)], ids[str(second)]])]
+        # A stream of closes: planned anyway once the first unplanned change is PLAN_DELAY_S old.
+        monkeypatch.setattr(watcher_module, "PLAN_DELAY_S", 0.0)
+        third, fourth = write(root / "a" / "three.wav", sine(220, 0.2)), write(root / "b" / "four.wav", sine(550, 0.2))
+        closes.append(fourth)
+        watcher.events.put(FileClosedEvent(str(third)))
+        watcher.tick()
+        ids = dict(rows(database, "SELECT path, file_id FROM library"))
+        assert engine.plans[-1] == [ids[str(third)]]
+    finally:
+        watcher.stop()
