@@ -115,19 +115,14 @@ def read(path: bytes | str, dir_fd: int | None = None) -> tuple[Pairs, str | Non
     except OSError as exc:
         return [], _unreadable(exc)
     try:
-        return _read_open(fd, path, os.pread(fd, 128, 0))
+        if not _may_hold_tags(fd):
+            return [], None
+        with open(fd, "rb", closefd=False) as fileobj:
+            return _read(fileobj, os.fsdecode(path))
     except OSError as exc:
         return [], _unreadable(exc)
     finally:
         os.close(fd)
-
-
-def _read_open(fd: int, path: bytes | str, header: bytes) -> tuple[Pairs, str | None]:
-    """read() of the open file `fd`, whose first bytes are `header`."""
-    if not _may_hold_tags(fd, header):
-        return [], None
-    with open(fd, "rb", closefd=False) as fileobj:
-        return _read(fileobj, os.fsdecode(path))
 
 
 def _unreadable(exc: OSError) -> str:
@@ -200,30 +195,13 @@ def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
     errors: dict[int, str] = {}
     vanished: list[int] = []
     prefix = folder + b"/" if folder and dir_fd is None else b""
-    # read(), unrolled: a first scan passes every file of a library through here, and most
-    # files are refused by their first bytes alone.
-    os_open, pread, close, may_hold_tags = os.open, os.pread, os.close, _may_hold_tags
     for index, name in enumerate(names):
         try:
-            fd = os_open(prefix + name, _OPEN, dir_fd=dir_fd)
-        except FileNotFoundError:
+            pairs, problem = read(prefix + name, dir_fd)
+        except Vanished:
             vanished.append(index)
             counts.append(0)
             continue
-        except OSError as exc:
-            errors[index] = _unreadable(exc)
-            counts.append(0)
-            continue
-        try:
-            header = pread(fd, 128, 0)
-            if not may_hold_tags(fd, header):
-                counts.append(0)
-                continue
-            pairs, problem = _read_open(fd, prefix + name, header)
-        except OSError as exc:
-            pairs, problem = [], _unreadable(exc)
-        finally:
-            close(fd)
         if problem is not None:
             errors[index] = problem
         counts.append(len(pairs))
@@ -305,10 +283,10 @@ _IN_HEADER = re.compile(rb"ftyp|moov")
 _IN_WHOLE_FILE = re.compile(rb"ftyp|moov|APETAGEX")
 
 
-def _may_hold_tags(fd: int, header: bytes) -> bool:
-    """Whether a file's first bytes (`header`, up to 128) or last show something mutagen can
-    read tags from: the cheap look that spares mutagen (and its exceptions) the files it would
-    not recognise."""
+def _may_hold_tags(fd: int) -> bool:
+    """Whether a file's first or last bytes show something mutagen can read tags from: the
+    cheap look that spares mutagen (and its exceptions) the files it would not recognise."""
+    header = os.pread(fd, 128, 0)
     if header.startswith(_MAGIC) or header[:1] == b"\xff" and header[1:2] >= b"\xe0":  # MPEG audio, ADTS
         return True
     if len(header) < 128:  # the whole file: an APEv2 tag takes 32 bytes, ID3v1 128
