@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 ALIAS = "catalogue"
 # Files created by muscat stay readable by DuckDB 1.5 clients (the `duckdb` CLI on PyPI).
 STORAGE_VERSION = "v1.5.0"
+# Rows per row group in what a write batch adds (DuckDB's default: 122,880), given at each attach
+# since DuckDB does not keep it in the file. A batch that fills row groups writes them out as it
+# goes, where a smaller one leaves all its rows to the commit's checkpoint: a first scan of
+# 100,000 files spent 0.17 s inserting and committing them with the default, 0.13 s with this.
+ROW_GROUP_SIZE = 32768
 # How long a waiting command stays silent before it says why it waits.
 QUIET_WAIT_S = 1.0
 # A write batch starts at least this long after the same process's previous one ended: readers
@@ -122,9 +127,9 @@ class Database:
             self._memory.execute("SET enable_progress_bar = false")
         con = self._memory
         exists = self.path.exists()
-        option = "" if exists else f" (STORAGE_VERSION '{STORAGE_VERSION}')"
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + ("" if exists else f", STORAGE_VERSION '{STORAGE_VERSION}'")
         quoted = str(self.path).replace("'", "''")
-        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}{option}"), patience)
+        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS} ({options})"), patience)
         con.execute(f"USE {ALIAS}")
         if not self._migrated:
             # Imported when a catalogue is opened, not with this module: a no-change rescan
@@ -147,7 +152,7 @@ class Database:
         """Detach and attach again on the same connection (used to copy the file safely)."""
         self._detach(con)
         quoted = str(self.path).replace("'", "''")
-        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS}"))
+        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})"))
         con.execute(f"USE {ALIAS}")
 
     # -- reading -------------------------------------------------------------------------

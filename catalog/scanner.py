@@ -333,6 +333,7 @@ class _Reconcile:
         self.problem_rows: list[tuple[int, str, str]] = []
         self.scanned: list[tuple[int, str]] = []  # (root_id, prefix) whose problems are replaced
         self.tag_scopes: list[tuple[int, str, bool]] = []  # (root_id, prefix, recursive) walked
+        self.fresh_roots: set[int] = set()  # registered now, holding no file row yet
         # For each row of `seen` (by seen_id): its folder's index in `changed`, and its name.
         self.seen_folder: list[int] = []
         self.seen_names: list[bytes] = []
@@ -379,6 +380,8 @@ class _Reconcile:
         inner = self.con.execute(
             "SELECT root_id, path FROM roots WHERE starts_with(path, ?)", [path.rstrip("/") + "/"]
         ).fetchall()
+        if not inner:
+            self.fresh_roots.add(root_id)
         for inner_id, inner_path in inner:
             prefix = inner_path[len(path.rstrip("/")) + 1 :]
             for table in ("files", "dirs"):
@@ -554,16 +557,28 @@ class _Reconcile:
         }))
         con.register("seen_arrow", self._seen_table())
         # Each file found in a changed folder, with the row it already has at that path (if any).
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE seen AS
-            SELECT s.*, f.file_id, f.status AS old_status,
-                   coalesce(f.size = s.size AND f.mtime_ns = s.mtime_ns
-                            AND f.dev = s.dev AND f.inode = s.inode, false) AS same_stat
-            FROM seen_arrow s
-            LEFT JOIN files f ON f.root_id = s.root_id AND f.dir = s.dir AND f.name = s.name
-            """
-        )
+        # In the folders of roots new to the catalogue no file has one: there, as on a first
+        # scan, `seen` is a view of the Arrow table, not a copy of it joined with `files`.
+        fresh = not self.gone_dirs and all(f.root_id in self.fresh_roots for f in self.changed)
+        if fresh:
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP VIEW seen AS
+                SELECT s.*, NULL::BIGINT AS file_id, NULL::VARCHAR AS old_status, false AS same_stat
+                FROM seen_arrow s
+                """
+            )
+        else:
+            con.execute(
+                """
+                CREATE OR REPLACE TEMP TABLE seen AS
+                SELECT s.*, f.file_id, f.status AS old_status,
+                       coalesce(f.size = s.size AND f.mtime_ns = s.mtime_ns
+                                AND f.dev = s.dev AND f.inode = s.inode, false) AS same_stat
+                FROM seen_arrow s
+                LEFT JOIN files f ON f.root_id = s.root_id AND f.dir = s.dir AND f.name = s.name
+                """
+            )
         # Files present in a changed folder before, and not found there now (a file still being
         # written was left out of the listing, but is not gone).
         con.register("deferred_arrow", pa.table({
@@ -683,7 +698,7 @@ class _Reconcile:
             self._store_walk_tags()
         for name in ("changed_dirs_arrow", "seen_arrow", "moves_arrow", "new_dirs_arrow", "deferred_arrow"):
             con.unregister(name)
-        con.execute("DROP TABLE temp.seen")
+        con.execute("DROP VIEW temp.seen" if fresh else "DROP TABLE temp.seen")
         con.execute("DROP TABLE temp.gone")
 
     def _prepare_walk_tags(self) -> bool:

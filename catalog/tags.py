@@ -45,8 +45,9 @@ and must not fork), and writes them through Arrow in short batches: `file_tags` 
 first value of the library's tag columns on `files`, `tags_read_at`, and the problem (or none)
 in `tags_error` and `scan_problems`.
 
-On the first scan of a root every file is new: the forked folder walkers read those tags once
-they have walked, before the write transaction (`read_block`: a `Block` per folder, see
+On the first scan of a root every file is new: the forked folder walkers read those tags, in
+the walk through the open that stats each file (`read_open`) or once they have walked
+(`read_block`), before the write transaction, a `Block` per folder (`pack_block`, see
 catalog/walker.py), and the scanner writes them with the files, in the reconciliation's
 transaction (`block_files`, `block_tables`, `store`), stamped with the scan's time, which is the
 files' `changed_at`: they count as read since the last change. Those the walkers left (beyond
@@ -113,19 +114,27 @@ def read(path: bytes | str, dir_fd: int | None = None) -> tuple[Pairs, str | Non
     except FileNotFoundError:
         raise Vanished(os.fsdecode(path)) from None
     except OSError as exc:
-        return [], _unreadable(exc)
+        return [], unreadable(exc)
     try:
-        if not _may_hold_tags(fd):
-            return [], None
-        with open(fd, "rb", closefd=False) as fileobj:
-            return _read(fileobj, os.fsdecode(path))
-    except OSError as exc:
-        return [], _unreadable(exc)
+        return read_open(fd, path)
     finally:
         os.close(fd)
 
 
-def _unreadable(exc: OSError) -> str:
+def read_open(fd: int, name: bytes | str, size: int | None = None) -> tuple[Pairs, str | None]:
+    """read() of a file open as `fd` (left open), named `name`; `size`, when known, spares a
+    stat. The walkers read new files' tags this way, through the open that also stats them."""
+    try:
+        if not _may_hold_tags(fd, size):
+            return [], None
+        with open(fd, "rb", closefd=False) as fileobj:
+            return _read(fileobj, os.fsdecode(name))
+    except OSError as exc:
+        return [], unreadable(exc)
+
+
+def unreadable(exc: OSError) -> str:
+    """The problem of a file whose tags cannot be read because the file cannot be."""
     return f"tags: cannot read the file: {exc.strerror or exc}"
 
 
@@ -184,6 +193,21 @@ def read_block(folder: bytes, names: list[bytes]) -> Block:
 
 
 def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
+    prefix = folder + b"/" if folder and dir_fd is None else b""
+
+    def each() -> Iterator[tuple[Pairs, str | None] | None]:
+        for name in names:
+            try:
+                yield read(prefix + name, dir_fd)
+            except Vanished:
+                yield None
+
+    return pack_block(each())
+
+
+def pack_block(results: Iterable[tuple[Pairs, str | None] | None]) -> Block:
+    """The Block of one folder's files from read()'s result for each, in the listing's order;
+    None for a file gone before it was read (left unread)."""
     from array import array
 
     counts = array("I")
@@ -194,14 +218,14 @@ def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
     key_end = value_end = 0
     errors: dict[int, str] = {}
     vanished: list[int] = []
-    prefix = folder + b"/" if folder and dir_fd is None else b""
-    for index, name in enumerate(names):
-        try:
-            pairs, problem = read(prefix + name, dir_fd)
-        except Vanished:
+    files = 0
+    for index, result in enumerate(results):
+        files += 1
+        if result is None:
             vanished.append(index)
             counts.append(0)
             continue
+        pairs, problem = result
         if problem is not None:
             errors[index] = problem
         counts.append(len(pairs))
@@ -221,8 +245,8 @@ def _read_block(folder: bytes, names: list[bytes], dir_fd: int | None) -> Block:
             value_offsets.append(value_end)
             ordinals.append(ordinal)
     if not keys:
-        return Block(len(names), errors=errors or None, vanished=tuple(vanished))
-    return Block(len(names), counts, ordinals, key_offsets, b"".join(keys), value_offsets, b"".join(values),
+        return Block(files, errors=errors or None, vanished=tuple(vanished))
+    return Block(files, counts, ordinals, key_offsets, b"".join(keys), value_offsets, b"".join(values),
                  errors or None, tuple(vanished))
 
 
@@ -283,7 +307,7 @@ _IN_HEADER = re.compile(rb"ftyp|moov")
 _IN_WHOLE_FILE = re.compile(rb"ftyp|moov|APETAGEX")
 
 
-def _may_hold_tags(fd: int) -> bool:
+def _may_hold_tags(fd: int, size: int | None = None) -> bool:
     """Whether a file's first or last bytes show something mutagen can read tags from: the
     cheap look that spares mutagen (and its exceptions) the files it would not recognise."""
     header = os.pread(fd, 128, 0)
@@ -293,7 +317,8 @@ def _may_hold_tags(fd: int) -> bool:
         return _IN_WHOLE_FILE.search(header) is not None
     if _IN_HEADER.search(header) is not None:
         return True
-    size = os.fstat(fd).st_size
+    if size is None:
+        size = os.fstat(fd).st_size
     footer = header if size <= 128 else os.pread(fd, 160, max(0, size - 160))
     return b"APETAGEX" in footer or footer[-128:-125] == b"TAG"
 

@@ -16,8 +16,10 @@ start-up work (importing duckdb, opening the catalogue). It must not import duck
 On the first scan of a root every file is new, and its tags are to be read: the forked walkers
 then also read them (catalog/tags.py), each for its share of the folders, while the parent is
 still starting, and hand them over with the listings (`Listing.tags`), packed, up to a budget of
-TAG_BUDGET bytes in all; the scanner reads those of the folders beyond it after the walk. On a
-rescan the walkers read no file.
+TAG_BUDGET bytes in all; the scanner reads those of the folders beyond it after the walk. Told
+so when they start (a new catalogue), they read them in the walk, opening each file once for
+its stat and its tags; otherwise once the parent has said which roots are new. On a rescan the
+walkers read no file.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ _FIELDS_PER_RECORD = 5
 # hundred bytes a tagged file): beyond it, folders are left for the scanner to read.
 TAG_BUDGET = 64 * 2**20
 _DIR_OPEN = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+# A file opened to be stat'ed and have its tags read: never wait on it (a FIFO put in its place).
+_FILE_OPEN = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class Walk:
     recursive: bool = True
     # Files left out because they may still be being written: neither new nor gone yet.
     deferred: list[bytes] = field(default_factory=list)
+    # Bytes of packed tags its listings carry (see walk()'s `tag_budget`).
+    tag_bytes: int = 0
 
     @property
     def file_count(self) -> int:
@@ -124,6 +130,38 @@ def pack_listing(
     return Listing(dir_rel, fingerprint(blob), len(records), blob, key)
 
 
+def _pack_tagged_listing(dir_rel: bytes, records: list[tuple[Any, ...]], key: tuple[int, int]) -> Listing:
+    """pack_listing() of records that end with each file's tags, read in the walk: the listing
+    carries them as a Block, and its columns parsed."""
+    from array import array
+    from operator import itemgetter
+
+    from .tags import pack_block
+
+    records.sort(key=itemgetter(0))  # the name: unique in a folder
+    names, sizes, mtimes, devs, inodes, tags = zip(*records)
+    listing = pack_listing(dir_rel, list(zip(names, sizes, mtimes, devs, inodes)), key)
+    parsed = ListingColumns(list(names), array("Q", sizes), array("q", mtimes), array("Q", devs), array("Q", inodes))
+    return replace(listing, tags=pack_block(tags), parsed=parsed)
+
+
+def _stat_and_tags(entry: os.DirEntry, name: bytes, dir_fd: int, tags: Any) -> tuple[os.stat_result, Any] | None:
+    """A regular file's stat and tags (tags.read_open's result; `tags` is catalog.tags),
+    through one open of it instead of a stat and then an open: None when it is gone. One that
+    cannot be opened is stat'ed, its tags a problem saying why."""
+    try:
+        fd = os.open(name, _FILE_OPEN, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return entry.stat(), ([], tags.unreadable(exc))
+    try:
+        st = os.fstat(fd)
+        return st, tags.read_open(fd, name, st.st_size) if stat_module.S_ISREG(st.st_mode) else None
+    finally:
+        os.close(fd)
+
+
 def walk(
     root: str,
     extensions: Iterable[str],
@@ -132,6 +170,7 @@ def walk(
     top_folders: set[bytes] | None = None,
     root_files: bool = True,
     defer: Callable[[bytes, os.stat_result], bool] | None = None,
+    tag_budget: int | None = None,
 ) -> Walk:
     """List every audio file under `root`.
 
@@ -144,8 +183,15 @@ def walk(
     directory once, so link loops end. Hidden files and folders are skipped, and so are
     `skip_dirs` (the catalogue's own artifacts folder when it lies inside a root).
     `progress(files, folders)` is called every 0.2 s or so.
+
+    With `tag_budget`, the walk also reads the files' tags (for a root new to the catalogue),
+    folder by folder while the packed tags stay within that many bytes: its listings then carry
+    them (as read_tags_of() would have them) and their columns parsed. A file seen in its
+    folder as a regular file (not a link) is opened once, for its stat and its tags.
     """
     result = Walk(root=root, recursive=top_folders is None or bool(top_folders))
+    if tag_budget is not None:
+        from . import tags
     wanted = {e.lower().lstrip(".").encode() for e in extensions}
     root_b = os.fsencode(root)
     try:
@@ -176,7 +222,8 @@ def walk(
     while stack:
         rel = stack.pop()
         path = root_b + b"/" + rel if rel else root_b
-        records: list[tuple[bytes, int, int, int, int]] = []
+        records: list[tuple[Any, ...]] = []
+        reading = tag_budget is not None and result.tag_bytes < tag_budget
         # Listed through an open descriptor: each entry's stat then looks up one name relative
         # to it, not the whole path again (entries come as str, encoded back exactly below).
         try:
@@ -234,8 +281,15 @@ def walk(
                         continue
                     if name.rpartition(b".")[2].lower() not in wanted:
                         continue
+                    tagged = None
                     try:
-                        st = entry.stat()
+                        if reading and entry.is_file(follow_symlinks=False):
+                            found = _stat_and_tags(entry, name, dir_fd, tags)
+                            if found is None:
+                                continue  # deleted since it was listed
+                            st, tagged = found
+                        else:
+                            st = entry.stat()
                     except FileNotFoundError:
                         if entry.is_symlink():
                             result.problems.append(Problem(child, "broken symbolic link"))
@@ -249,11 +303,25 @@ def walk(
                     if defer is not None and defer(path + b"/" + name, st):
                         result.deferred.append(child)
                         continue
-                    records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
+                    if not reading:
+                        records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
+                        continue
+                    if tagged is None:  # a link, opened by its name
+                        try:
+                            tagged = tags.read(name, dir_fd)
+                        except tags.Vanished:
+                            continue
+                    records.append((name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, tagged))
         finally:
             os.close(dir_fd)
         if records:
-            result.listings.append(pack_listing(rel, records, keys.get(rel, (0, 0))))
+            key = keys.get(rel, (0, 0))
+            if reading:
+                listing = _pack_tagged_listing(rel, records, key)
+                result.tag_bytes += listing.tags.nbytes
+            else:
+                listing = pack_listing(rel, records, key)
+            result.listings.append(listing)
             files_seen += len(records)
         if progress is not None and time.monotonic() >= next_report:
             progress(files_seen, len(seen_dirs))
@@ -482,10 +550,14 @@ def _walk_in_child(  # type: ignore[no-untyped-def]
                 progress(*counts.total())
 
         try:
-            walks = [
-                walk(root, extensions, skip_dirs, report, top_folders=set(top[slot::n]), root_files=slot == 0)
-                for root, top in zip(roots, tops)
-            ]
+            budget = TAG_BUDGET // n
+            walks = []
+            for i, (root, top) in enumerate(zip(roots, tops)):
+                # Told whose tags to read: read them in the walk (one open a file, for its stat too).
+                reading = read_tags is not None and read_tags[i] and budget > 0
+                walks.append(walk(root, extensions, skip_dirs, report, top_folders=set(top[slot::n]),
+                                  root_files=slot == 0, tag_budget=budget if reading else None))
+                budget -= walks[-1].tag_bytes
             if read_tags is None:  # wait for the parent to say (end of file: read none)
                 flags = b""
                 while len(flags) < len(roots):
@@ -494,11 +566,10 @@ def _walk_in_child(  # type: ignore[no-untyped-def]
                         break
                     flags += chunk
                 os.close(decision)
-                read_tags = [flags[i : i + 1] == b"1" for i in range(len(roots))]
-            budget = TAG_BUDGET // n
-            for w, wanted in zip(walks, read_tags):
-                if wanted and budget > 0 and w.offline_reason is None:
-                    budget -= read_tags_of(w, budget)
+                decided = [flags[i : i + 1] == b"1" for i in range(len(roots))]
+                for w, wanted in zip(walks, decided):
+                    if wanted and budget > 0 and w.offline_reason is None:
+                        budget -= read_tags_of(w, budget)
             payload = pickle.dumps(walks, protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # hand the error to the parent
             payload = pickle.dumps(RuntimeError(f"walking failed: {exc!r}"))

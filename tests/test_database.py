@@ -64,6 +64,30 @@ def test_opens_in_the_duckdb_15_cli(library, tmp_path):
     assert out.stdout.splitlines()[1] == f"{len(files['good'] + files['broken'])},1"
 
 
+def test_a_write_batch_of_many_rows_fills_row_groups_the_15_cli_reads(tmp_path, monkeypatch):
+    """A batch of more rows than ROW_GROUP_SIZE (given at each attach: DuckDB does not keep it)
+    makes row groups of that size, and the DuckDB 1.5 CLI reads such a file."""
+    from catalog import database
+
+    monkeypatch.setattr(database, "ROW_GROUP_SIZE", 2048)  # the smallest DuckDB takes
+    root = tmp_path / "Music"
+    for folder in range(5):
+        (root / f"f{folder}").mkdir(parents=True)
+        for i in range(1000):
+            (root / f"f{folder}" / f"{i:04d}.flac").write_bytes(b"x" * (i + 1))
+    path = tmp_path / "cat.duckdb"
+    settings = catalog.load_settings(db=path)
+    db = catalog.Database(path)
+    assert catalog.scan(db, [str(root)], settings).added == 5000
+    groups = "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('files')"
+    assert rows(db, groups) == [(3,)]
+    out = subprocess.run([str(DUCKDB_15_CLI), "-readonly", "-csv", str(path), "-c",
+                          "SELECT count(*), count(DISTINCT file_id), sum(size) FROM library"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == f"5000,5000,{5 * 1000 * 1001 // 2}"
+
+
 def test_catalogue_from_a_newer_muscat_is_refused_untouched(tmp_path):
     path = tmp_path / "cat.duckdb"
     db = catalog.Database(path)

@@ -583,6 +583,47 @@ def test_the_walkers_read_the_tags_of_a_new_root_with_the_same_result(tmp_path):
     assert_intact(db)
 
 
+def test_a_walk_that_reads_tags_gives_what_reading_them_after_the_walk_gives(tmp_path):
+    """The walkers of a new root read each file's tags through the open that stats it (walk's
+    `tag_budget`): the same listings, tags, problems and columns as read_tags_of() after a plain
+    walk. A link is read through; a FIFO, or a link to one, is neither opened nor listed."""
+    from catalog import walker
+
+    root = tmp_path / "Music"
+    for name in CONTAINERS:
+        make(root / "a", name)
+    broken = make(root / "b", "mp3-id3v2.3")
+    corrupt_id3(broken)
+    (root / "b" / "empty.flac").write_bytes(b"")
+    os.symlink(root / "a" / "flac" / "song.flac", root / "b" / "link.flac")
+    os.mkfifo(root / "b" / "pipe.mp3")
+    os.symlink(root / "b" / "pipe.mp3", root / "b" / "to-pipe.mp3")
+    extensions = catalog.load_settings(db=tmp_path / "cat.duckdb").audio_extensions
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(walker.walk, str(root), extensions, tag_budget=walker.TAG_BUDGET)
+        try:
+            in_walk = reading.result(timeout=60)
+        finally:
+            if not reading.done():  # stuck opening the FIFO: a writer lets it go
+                with open(root / "b" / "pipe.mp3", "wb"):
+                    pass
+    after = walker.walk(str(root), extensions)
+    walker.read_tags_of(after)
+    assert [(x.dir, x.blob, x.tags, x.parsed) for x in in_walk.listings] == \
+        [(x.dir, x.blob, x.tags, x.parsed) for x in after.listings]
+    assert in_walk.tag_bytes == sum(x.tags.nbytes for x in after.listings) > 0
+    by_dir = {x.dir: x for x in in_walk.listings}
+    assert by_dir[b"b"].names() == [b"empty.flac", b"link.flac"]
+    link = by_dir[b"b"].tags
+    assert link.counts[0] == 0 and link.counts[1] > 0 and link.errors is None
+    assert list(by_dir[b"b/mp3-id3v2.3"].tags.errors.values()) == ["tags: ID3: ID3v2.9 not supported"]
+    assert all(by_dir[f"a/{name}".encode()].tags.counts[0] > 0 for name in CONTAINERS)
+    # Within a budget: the folders beyond it are left for the scanner to read.
+    first = walker.walk(str(root), extensions, tag_budget=1)
+    assert [x.tags is not None for x in first.listings] == [True] + [False] * (len(first.listings) - 1)
+    assert [x.blob for x in first.listings] == [x.blob for x in after.listings]
+
+
 def test_tags_beyond_the_walkers_budget_or_of_a_file_gone_are_read_after_the_walk(tmp_path, db, settings,
                                                                                    monkeypatch):
     from catalog import walker
