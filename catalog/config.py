@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
@@ -30,19 +29,25 @@ DEFAULT_AUDIO_EXTENSIONS = (
 )
 
 
-@dataclass
 class Settings:
+    """What the command line and muscat.toml set, each with its default (the class attributes).
+
+    A plain class, not a dataclass: a no-change rescan loads its settings, and importing
+    dataclasses would be a third of that command's time (see catalog/walker.py).
+    `Settings(db_path, name=value, ...)` sets any of them; `replace()` gives a changed copy."""
+
     db_path: Path
     config_path: Path | None = None
     artifacts_dir: Path = Path("muscat-artifacts")
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int  # default: the number of cores
     audio_extensions: tuple[str, ...] = DEFAULT_AUDIO_EXTENSIONS
     # Seconds a command waits for a catalogue held by another process before giving up.
     lock_timeout: float = 60.0
     # Longer files are identified but not analysed whole (memory: ~1.3 GB per stereo hour).
     max_duration: float = 3600.0
-    # `[extractors.NAME]` tables, validated against the extractors' declared parameters.
-    extractors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # `[extractors.NAME]` tables, validated against the extractors' declared parameters
+    # (default: none).
+    extractors: dict[str, dict[str, Any]]
     # Where GPU extractors run: auto (a GPU when there is one), cpu, cuda, cuda:N (`--device`).
     device: str = "auto"
     # The GPU worker (catalog/gpu_worker.py): true, false, or unset: whenever the device is a GPU.
@@ -54,8 +59,8 @@ class Settings:
     # taken for hung, killed and started again; what it held fails.
     gpu_timeout: float = 600.0
     # Where `muscat models fetch` and `muscat models add` put model files, a folder per extractor
-    # (demucs without a `repo` reads `<models_dir>/demucs`).
-    models_dir: Path = field(default_factory=lambda: default_models_dir())
+    # (demucs without a `repo` reads `<models_dir>/demucs`). Default: default_models_dir().
+    models_dir: Path
     # `[models]`: where `muscat models fetch demucs` downloads from (a mirror of Demucs' files).
     demucs_url: str = DEMUCS_URL
     # Where extraction runs: "local" (worker processes here) or "ray" (catalog/ray_executor.py).
@@ -64,6 +69,28 @@ class Settings:
     # the run), and how often a file may lose its worker before it is recorded as failed.
     ray_address: str | None = None
     ray_max_attempts: int = 3
+
+    def __init__(self, db_path: Path, **values: Any) -> None:
+        self.db_path = db_path
+        self.workers = os.cpu_count() or 1
+        self.extractors = {}
+        self.models_dir = default_models_dir()
+        for name, value in values.items():
+            if name not in Settings.__annotations__:
+                raise TypeError(f"Settings has no setting {name!r}")
+            setattr(self, name, value)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` (dataclasses.replace, as it was)."""
+        return Settings(**{**vars(self), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # changeable
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{name}={value!r}" for name, value in vars(self).items()) + ")"
 
 
 def default_models_dir() -> Path:

@@ -9,7 +9,6 @@ as failed) and a new worker takes its place.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +38,14 @@ class LocalExecutor:
         if self.use_gpu_worker and not self.gpus:
             from .gpu_worker import GpuWorker
 
-            self.gpus = [GpuWorker(replace(self.settings, device=device)) for device in split(self.settings.device)]
+            self.gpus = [GpuWorker(self.settings.replace(device=device)) for device in split(self.settings.device)]
         while len(self.workers) < self.size:
             self.workers.append(self._new_worker(len(self.workers)))
 
     def _new_worker(self, index: int) -> Worker:
         """The index-th CPU worker: with several devices, each serves its share of the workers."""
         devices = split(self.settings.device)
-        settings = replace(self.settings, device=devices[index % len(devices)])
+        settings = self.settings.replace(device=devices[index % len(devices)])
         return Worker(settings, self.gpus[index % len(self.gpus)].connection if self.gpus else None)
 
     def free(self) -> int:

@@ -31,7 +31,6 @@ below them keep their state.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 TYPE_CHECKING = False  # typing's, without importing typing (a no-change rescan does not: console.py)
 
@@ -50,25 +49,31 @@ if TYPE_CHECKING:
     from .database import Database
 
 
-@dataclass
 class ScanReport:
-    added: int = 0
-    changed: int = 0
-    moved: int = 0
-    missing: int = 0
-    unchanged: int = 0
-    # (absolute path, reason) for everything the scan could not handle.
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    # (root, reason) for roots left alone because they look offline.
-    offline: list[tuple[str, str]] = field(default_factory=list)
-    # When the scan wrote: files it added or changed (moved with a new stat) have `changed_at`
-    # equal to it. None when it wrote nothing (from_state).
-    scanned_at: datetime | None = None
-    # Absolute paths of files left out as possibly still being written.
-    deferred: list[str] = field(default_factory=list)
-    # True when the walk matched the scan state and the catalogue was as the last scan left it:
-    # nothing was written and the catalogue was not opened (catalog/scan_state.py).
-    from_state: bool = False
+    """What a scan found and did. A plain class, as the walker's results are (a no-change rescan
+    makes one, and does not import dataclasses: see catalog/walker.py)."""
+
+    def __init__(self, unchanged: int = 0, scanned_at: datetime | None = None, from_state: bool = False) -> None:
+        self.added = 0
+        self.changed = 0
+        self.moved = 0
+        self.missing = 0
+        self.unchanged = unchanged
+        # (absolute path, reason) for everything the scan could not handle.
+        self.problems: list[tuple[str, str]] = []
+        # (root, reason) for roots left alone because they look offline.
+        self.offline: list[tuple[str, str]] = []
+        # When the scan wrote: files it added or changed (moved with a new stat) have `changed_at`
+        # equal to it. None when it wrote nothing (from_state).
+        self.scanned_at = scanned_at
+        # Absolute paths of files left out as possibly still being written.
+        self.deferred: list[str] = []
+        # True when the walk matched the scan state and the catalogue was as the last scan left it:
+        # nothing was written and the catalogue was not opened (catalog/scan_state.py).
+        self.from_state = from_state
+
+    def __repr__(self) -> str:
+        return f"ScanReport({self.summary()}, from_state={self.from_state})"
 
     @property
     def errors(self) -> int:
@@ -302,14 +307,15 @@ def _under(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-@dataclass
 class _ChangedFolder:
-    root_id: int
-    dir: str  # display text, relative to the root
-    dir_raw: bytes  # relative to the root, exact bytes
-    dir_abs: bytes  # absolute, exact bytes
-    dir_ok: bool  # whether dir_raw is valid UTF-8
-    listing: walker.Listing
+    def __init__(self, root_id: int, dir: str, dir_raw: bytes, dir_abs: bytes, dir_ok: bool,
+                 listing: walker.Listing) -> None:
+        self.root_id = root_id
+        self.dir = dir  # display text, relative to the root
+        self.dir_raw = dir_raw  # relative to the root, exact bytes
+        self.dir_abs = dir_abs  # absolute, exact bytes
+        self.dir_ok = dir_ok  # whether dir_raw is valid UTF-8
+        self.listing = listing
 
 
 class _Reconcile:

@@ -28,7 +28,6 @@ import os
 import stat as stat_module
 import sys
 import time
-from dataclasses import dataclass, field, replace
 
 from .blake2 import blake2b
 
@@ -47,20 +46,42 @@ _DIR_OPEN = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC
 _FILE_OPEN = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
-@dataclass(frozen=True)
-class Listing:
-    """The audio files directly inside one directory."""
+# The walker's results are plain classes, not dataclasses: a no-change rescan imports this module,
+# and `import dataclasses` (which imports inspect, ast, dis, tokenize) took a third of that
+# command's 60 ms. They are still messages, typed and named: a walker process pickles them.
 
-    dir: bytes  # path relative to the root, b"" for the root itself, b"/"-separated
-    fingerprint: int  # signed 64-bit, to fit a DuckDB BIGINT
-    count: int
-    blob: bytes
-    key: tuple[int, int] = (0, 0)  # the folder's (dev, inode): one folder, one listing
-    # The files' tags, read by the walker (a tags.Block), or None when they were not read.
-    tags: Any = field(default=None, compare=False, repr=False)
-    # columns(), parsed by the walker: where it reads the tags, every file is new, and the
-    # scanner, which would parse them after the walk, has all of them to handle.
-    parsed: ListingColumns | None = field(default=None, compare=False, repr=False)
+
+class Listing:
+    """The audio files directly inside one directory. Not changed once made (`with_tags` gives
+    a copy); equal when their folder and files are, whatever tags they carry."""
+
+    def __init__(self, dir: bytes, fingerprint: int, count: int, blob: bytes, key: tuple[int, int] = (0, 0),
+                 tags: Any = None, parsed: ListingColumns | None = None) -> None:
+        self.dir = dir  # path relative to the root, b"" for the root itself, b"/"-separated
+        self.fingerprint = fingerprint  # signed 64-bit, to fit a DuckDB BIGINT
+        self.count = count
+        self.blob = blob
+        self.key = key  # the folder's (dev, inode): one folder, one listing
+        # The files' tags, read by the walker (a tags.Block), or None when they were not read.
+        self.tags = tags
+        # columns(), parsed by the walker: where it reads the tags, every file is new, and the
+        # scanner, which would parse them after the walk, has all of them to handle.
+        self.parsed = parsed
+
+    def with_tags(self, tags: Any, parsed: ListingColumns) -> Listing:
+        return Listing(self.dir, self.fingerprint, self.count, self.blob, self.key, tags, parsed)
+
+    def _compared(self) -> tuple[Any, ...]:
+        return self.dir, self.fingerprint, self.count, self.blob, self.key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Listing) and self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def __repr__(self) -> str:
+        return f"Listing(dir={self.dir!r}, fingerprint={self.fingerprint}, count={self.count}, key={self.key})"
 
     def names(self) -> list[bytes]:
         return self.blob.split(b"\0")[0:-1:_FIELDS_PER_RECORD]
@@ -78,40 +99,60 @@ class Listing:
         )
 
 
-@dataclass(frozen=True)
 class ListingColumns:
     """A listing's files, field by field, in the listing's order."""
 
-    names: list[bytes]
-    sizes: Any  # array('Q')
-    mtimes_ns: Any  # array('q')
-    devs: Any  # array('Q')
-    inodes: Any  # array('Q')
+    def __init__(self, names: list[bytes], sizes: Any, mtimes_ns: Any, devs: Any, inodes: Any) -> None:
+        self.names = names
+        self.sizes = sizes  # array('Q')
+        self.mtimes_ns = mtimes_ns  # array('q')
+        self.devs = devs  # array('Q')
+        self.inodes = inodes  # array('Q')
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ListingColumns) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # lists and arrays: not hashable
 
 
-@dataclass(frozen=True)
 class Problem:
-    path: bytes  # relative to the root
-    reason: str
+    """A file or folder below the root that the walk could not take as it is."""
+
+    def __init__(self, path: bytes, reason: str) -> None:
+        self.path = path  # relative to the root
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and (self.path, self.reason) == (other.path, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.reason))
+
+    def __repr__(self) -> str:
+        return f"Problem({self.path!r}, {self.reason!r})"
 
 
-@dataclass
 class Walk:
     """Everything one walk of one root found."""
 
-    root: str
-    listings: list[Listing] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    # Directories that could not be listed: nothing below them may be marked missing.
-    unreadable: list[bytes] = field(default_factory=list)
-    # Set when the root itself could not be walked (absent, not a folder, unreadable).
-    offline_reason: str | None = None
-    # False when only the root folder's own files were listed, not its subfolders.
-    recursive: bool = True
-    # Files left out because they may still be being written: neither new nor gone yet.
-    deferred: list[bytes] = field(default_factory=list)
-    # Bytes of packed tags its listings carry (see walk()'s `tag_budget`).
-    tag_bytes: int = 0
+    def __init__(self, root: str, recursive: bool = True) -> None:
+        self.root = root
+        self.listings: list[Listing] = []
+        self.problems: list[Problem] = []
+        # Directories that could not be listed: nothing below them may be marked missing.
+        self.unreadable: list[bytes] = []
+        # Set when the root itself could not be walked (absent, not a folder, unreadable).
+        self.offline_reason: str | None = None
+        # False when only the root folder's own files were listed, not its subfolders.
+        self.recursive = recursive
+        # Files left out because they may still be being written: neither new nor gone yet.
+        self.deferred: list[bytes] = []
+        # Bytes of packed tags its listings carry (see walk()'s `tag_budget`).
+        self.tag_bytes = 0
+
+    def __repr__(self) -> str:
+        return (f"Walk({self.root!r}, {len(self.listings)} folders, {len(self.problems)} problems, "
+                f"offline_reason={self.offline_reason!r})")
 
     @property
     def file_count(self) -> int:
@@ -142,7 +183,7 @@ def _pack_tagged_listing(dir_rel: bytes, records: list[tuple[Any, ...]], key: tu
     names, sizes, mtimes, devs, inodes, tags = zip(*records)
     listing = pack_listing(dir_rel, list(zip(names, sizes, mtimes, devs, inodes)), key)
     parsed = ListingColumns(list(names), array("Q", sizes), array("q", mtimes), array("Q", devs), array("Q", inodes))
-    return replace(listing, tags=pack_block(tags), parsed=parsed)
+    return listing.with_tags(pack_block(tags), parsed)
 
 
 def _stat_and_tags(entry: os.DirEntry, name: bytes, dir_fd: int, tags: Any) -> tuple[os.stat_result, Any] | None:
@@ -343,7 +384,7 @@ def read_tags_of(walk: Walk, budget: int = TAG_BUDGET) -> int:
         parsed = listing.columns()
         block = tags.read_block(folder, parsed.names)
         used += block.nbytes
-        walk.listings[i] = replace(listing, tags=block, parsed=parsed)
+        walk.listings[i] = listing.with_tags(block, parsed)
     return used
 
 

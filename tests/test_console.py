@@ -61,6 +61,8 @@ def test_a_no_change_rescan_is_answered_without_the_command_line(library, tmp_pa
     loaded = imported(answered.stderr)
     assert "catalog.scanner" in loaded
     assert not loaded & {"click", "cli", "duckdb", "pyarrow", "catalog.database"}
+    # Nor dataclasses, which imports inspect (with ast, dis, tokenize): a third of its time.
+    assert not loaded & {"dataclasses", "inspect", "typing"}
     usual = by_the_command_line("scan", str(root), db=db)
     assert usual.returncode == 0, usual.stderr
     expected = len(files["good"] + files["broken"])

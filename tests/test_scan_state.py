@@ -4,7 +4,6 @@ path (catalog/scan_state.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -108,7 +107,7 @@ def _retag(root, files, settings):
 
 def _extensions(root, files, settings):
     less = tuple(e for e in settings.audio_extensions if e.lstrip(".").lower() != "wav")
-    return dataclasses.replace(settings, audio_extensions=less), {"missing": 3}  # 02 Song, random, inside
+    return settings.replace(audio_extensions=less), {"missing": 3}  # 02 Song, random, inside
 
 
 def _catalogue_written(root, files, settings):
