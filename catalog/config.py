@@ -80,17 +80,21 @@ class Settings:
                 raise TypeError(f"Settings has no setting {name!r}")
             setattr(self, name, value)
 
+    def values(self) -> dict[str, Any]:
+        """Every setting by name, defaults included."""
+        return {name: getattr(self, name) for name in Settings.__annotations__}
+
     def replace(self, **changes: Any) -> Settings:
-        """A copy with `changes` (dataclasses.replace, as it was)."""
-        return Settings(**{**vars(self), **changes})
+        """A copy with `changes` (what dataclasses.replace gave)."""
+        return Settings(**{**self.values(), **changes})
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Settings) and vars(self) == vars(other)
+        return isinstance(other, Settings) and self.values() == other.values()
 
     __hash__ = None  # type: ignore[assignment]  # changeable
 
     def __repr__(self) -> str:
-        return "Settings(" + ", ".join(f"{name}={value!r}" for name, value in vars(self).items()) + ")"
+        return "Settings(" + ", ".join(f"{name}={value!r}" for name, value in self.values().items()) + ")"
 
 
 def default_models_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,11 +23,14 @@ from models import tiny_demucs_repo
 import catalog
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
-# What the cluster's processes and every muscat driver need: loopback only, the token the
-# cluster makes, room for a slow start on a busy machine, and the test plugin importable.
+# What the cluster's processes and every muscat driver need: loopback only, token authentication
+# with the test cluster's own token (a machine where Ray never ran has no ~/.ray/auth_token, which
+# only ray.init and `ray start` create, and the GCS of a cluster started here stops without
+# one), room for a slow start on a busy machine, and the test plugin importable.
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
     "RAY_agent_register_timeout_ms": "180000",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",  # `uv run pytest` would ship the working folder to the cluster
     "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])),
@@ -37,17 +41,21 @@ RAY_ENV = {
 def cluster():
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)  # before ray is imported: it reads them then
-    from ray.cluster_utils import Cluster
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
-    nodes.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    nodes.wait_for_nodes()
-    yield nodes
-    nodes.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    try:  # put back even when the cluster does not start: the process's other tests run on
+        from ray.cluster_utils import Cluster
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+        try:
+            nodes.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+            nodes.wait_for_nodes()
+            yield nodes
+        finally:
+            nodes.shutdown()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def muscat(cluster, *args: str, db: Path, timeout: float = 300) -> subprocess.CompletedProcess:
