@@ -126,10 +126,8 @@ class Database:
             self._memory = duckdb.connect(":memory:")
             self._memory.execute("SET enable_progress_bar = false")
         con = self._memory
-        exists = self.path.exists()
-        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + ("" if exists else f", STORAGE_VERSION '{STORAGE_VERSION}'")
-        quoted = str(self.path).replace("'", "''")
-        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS} ({options})"), patience)
+        statement = self._attach_statement(created=not self.path.exists())
+        self._retry_while_locked(lambda: con.execute(statement), patience)
         con.execute(f"USE {ALIAS}")
         if not self._migrated:
             # Imported when a catalogue is opened, not with this module: a no-change rescan
@@ -144,6 +142,12 @@ class Database:
             self._migrated = True
         return con
 
+    def _attach_statement(self, created: bool) -> str:
+        """ATTACH for writing; a file it creates gets the storage version 1.5 clients read."""
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" + (f", STORAGE_VERSION '{STORAGE_VERSION}'" if created else "")
+        quoted = str(self.path).replace("'", "''")
+        return f"ATTACH '{quoted}' AS {ALIAS} ({options})"
+
     def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("USE memory")
         con.execute(f"DETACH {ALIAS}")
@@ -151,8 +155,8 @@ class Database:
     def reattach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Detach and attach again on the same connection (used to copy the file safely)."""
         self._detach(con)
-        quoted = str(self.path).replace("'", "''")
-        self._retry_while_locked(lambda: con.execute(f"ATTACH '{quoted}' AS {ALIAS} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})"))
+        statement = self._attach_statement(created=False)
+        self._retry_while_locked(lambda: con.execute(statement))
         con.execute(f"USE {ALIAS}")
 
     # -- reading -------------------------------------------------------------------------
