@@ -413,11 +413,11 @@ class Engine:
                     self.queued.discard((waiting.probe, waiting.file_id))
                 self.queue.clear()
         elif isinstance(event, Vanished):
+            # Moved or deleted since planned: the next plan takes it again, from the catalogue
+            # once a scan has seen where it went. Its probe, if done, stays valid: a move keeps
+            # size and mtime (a change the scan sees is a change of `changed_at`, and re-probes).
             self.report.vanished += 1
-            if job.probe:
-                self.vanished.add(job.file_id)
-            else:
-                self.writer.add_reprobe(job.file_id)
+            self.vanished.add(job.file_id)
         elif isinstance(event, WorkerLost):
             self._lost(job, event)
             self._finish_job(job)

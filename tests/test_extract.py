@@ -315,6 +315,43 @@ def test_a_file_moved_before_its_job_is_not_failed(tmp_path):
     database.close()
 
 
+def test_a_file_moved_before_its_audio_job_is_not_probed_again(tmp_path):
+    """A probed file renamed between planning an extractor for its audio and decoding: its
+    probe still holds (a rename keeps size and mtime), so the extractor runs at the new path
+    and the probe is not redone (the watch crash campaign's "attempted twice")."""
+    root = tmp_path / "Music"
+    write(root / "a.wav", sine(440, 1.0))
+    settings = catalog.load_settings(db=tmp_path / "cat.duckdb")
+    database = catalog.Database(settings.db_path)
+    catalog.scan(database, [str(root)], settings)
+    first = catalog.Engine(database, settings, only=["loudness"])
+    first.start_workers(1)
+    try:
+        first.plan()
+        while not first.idle:
+            first.step(timeout=0.5)
+    finally:
+        first.stop()
+    engine = catalog.Engine(database, settings, only=["spectral"])
+    engine.start_workers(1)
+    try:
+        assert engine.plan() == 1
+        (root / "a.wav").rename(root / "a2.wav")
+        while not engine.idle:
+            engine.step(timeout=0.5)
+        assert engine.report.vanished == 1 and engine.report.failed == 0
+        assert catalog.scan(database, [str(root)], settings).moved == 1
+        engine.plan(file_ids=[])  # what the watcher does after a scan with no changed file
+        while not engine.idle:
+            engine.step(timeout=0.5)
+    finally:
+        engine.stop()
+    assert rows(database, "SELECT r.extractor, r.attempts, f.name FROM runs r JOIN files f USING (file_id)"
+                " ORDER BY 1") == [("loudness", 1, "a2.wav"), ("probe", 1, "a2.wav"), ("spectral", 1, "a2.wav")]
+    assert_intact(database)
+    database.close()
+
+
 def test_cpu_workers_run_below_the_coordinator(tmp_path):
     """CPU workers lower their priority (WORKER_NICENESS) as they start: with every core
     extracting, the coordinator (the watcher taking a change, the writer) still gets a core."""
