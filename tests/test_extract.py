@@ -285,6 +285,11 @@ def test_interrupt_keeps_finished_results_and_redoes_the_rest(tmp_path):
         (name, files) for name in sorted(["probe"] + CPU_SET)]
 
 
+def run_until_idle(engine: catalog.Engine) -> None:
+    while not engine.idle:
+        engine.step(timeout=0.5)
+
+
 def test_a_file_moved_before_its_job_is_not_failed(tmp_path):
     """A file renamed between planning and decoding: nothing recorded, probed at its new path."""
     root = tmp_path / "Music"
@@ -298,15 +303,13 @@ def test_a_file_moved_before_its_job_is_not_failed(tmp_path):
     try:
         engine.plan()
         (root / "a.wav").rename(root / "a2.wav")
-        while not engine.idle:
-            engine.step(timeout=0.5)
+        run_until_idle(engine)
         assert engine.report.vanished == 1 and engine.report.failed == 0
         assert rows(database, "SELECT count(*) FROM runs WHERE status = 'failed'") == [(0,)]
         report = catalog.scan(database, [str(root)], settings)
         assert report.moved == 1
         engine.plan(file_ids=[])  # what the watcher does after a scan with no changed file
-        while not engine.idle:
-            engine.step(timeout=0.5)
+        run_until_idle(engine)
     finally:
         engine.stop()
     assert rows(database, "SELECT name FROM files JOIN runs r USING (file_id) WHERE r.extractor = 'loudness'"
@@ -324,26 +327,17 @@ def test_a_file_moved_before_its_audio_job_is_not_probed_again(tmp_path):
     settings = catalog.load_settings(db=tmp_path / "cat.duckdb")
     database = catalog.Database(settings.db_path)
     catalog.scan(database, [str(root)], settings)
-    first = catalog.Engine(database, settings, only=["loudness"])
-    first.start_workers(1)
-    try:
-        first.plan()
-        while not first.idle:
-            first.step(timeout=0.5)
-    finally:
-        first.stop()
+    catalog.extract(database, settings, only=["loudness"], workers=1)
     engine = catalog.Engine(database, settings, only=["spectral"])
     engine.start_workers(1)
     try:
         assert engine.plan() == 1
         (root / "a.wav").rename(root / "a2.wav")
-        while not engine.idle:
-            engine.step(timeout=0.5)
+        run_until_idle(engine)
         assert engine.report.vanished == 1 and engine.report.failed == 0
         assert catalog.scan(database, [str(root)], settings).moved == 1
         engine.plan(file_ids=[])  # what the watcher does after a scan with no changed file
-        while not engine.idle:
-            engine.step(timeout=0.5)
+        run_until_idle(engine)
     finally:
         engine.stop()
     assert rows(database, "SELECT r.extractor, r.attempts, f.name FROM runs r JOIN files f USING (file_id)"
